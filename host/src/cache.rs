@@ -1,0 +1,87 @@
+//! Compiled modules on disk, so a restart does not recompile.
+//!
+//! A file is named after the sha256 of the wasm binary and a hash of
+//! everything in the engine configuration that affects compiled code
+//! (wasmtime's compatibility hash, which covers its version and settings).
+//! The directory must be the host's own: a compiled module is machine code
+//! that is loaded without validation.
+
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Module;
+
+/// Feeds `Hash` implementations into sha256, for a key that is stable across
+/// processes (unlike `DefaultHasher`'s, which is not promised to be).
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        let digest = self.0.clone().finalize();
+        u64::from_le_bytes(digest[..8].try_into().expect("sha256 has 32 bytes"))
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+/// Where compiled modules of one engine configuration are kept.
+#[derive(Debug, Clone)]
+pub(crate) struct ModuleCache {
+    dir: PathBuf,
+    config_key: String,
+}
+
+impl ModuleCache {
+    pub fn new(dir: &Path, engine: &wasmtime::Engine) -> Self {
+        let mut hasher = Sha256Hasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let config_key = hex(&hasher.0.finalize()[..8]);
+        ModuleCache {
+            dir: dir.to_path_buf(),
+            config_key,
+        }
+    }
+
+    fn path(&self, sha256: &str) -> PathBuf {
+        self.dir.join(format!("{sha256}-{}.cwasm", self.config_key))
+    }
+
+    /// The cached module, if there is a usable one.
+    pub fn get(&self, engine: &wasmtime::Engine, sha256: &str) -> Option<Module> {
+        let path = self.path(sha256);
+        if !path.is_file() {
+            return None;
+        }
+        // SAFETY: files in the cache directory are written only by `put`,
+        // from `Module::serialize` of the same engine configuration (the
+        // name carries its hash); wasmtime still checks the header.
+        unsafe { Module::deserialize_file(engine, &path) }.ok()
+    }
+
+    /// Stores a compiled module. A failure only costs a recompile later, so
+    /// it is reported to the caller as a warning, not an error.
+    pub fn put(&self, sha256: &str, module: &Module) -> Result<(), String> {
+        let bytes = module.serialize().map_err(|e| e.to_string())?;
+        fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("cannot create `{}`: {e}", self.dir.display()))?;
+        let path = self.path(sha256);
+        let partial = path.with_extension(format!("partial-{}", std::process::id()));
+        fs::write(&partial, bytes)
+            .and_then(|()| fs::rename(&partial, &path))
+            .map_err(|e| format!("cannot write `{}`: {e}", path.display()))
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The sha256 of `bytes`, in lowercase hex.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}

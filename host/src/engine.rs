@@ -1,0 +1,270 @@
+//! The engine: one per process. Holds the wasmtime engine, the sandbox
+//! limits, the linker with the one host function policies may import, and
+//! the compiled-module cache; loads policy sets.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use wasmtime::{Caller, Enabled, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
+
+use crate::cache::{ModuleCache, sha256_hex};
+use crate::error::{Error, LoadError, Result};
+use crate::policy::{PolicySet, Sandbox};
+
+/// Bounds every evaluation runs within.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Largest linear memory a policy may have, in bytes.
+    pub memory_bytes: usize,
+    /// Largest table a policy may have, in elements.
+    pub table_elements: usize,
+    /// CPU budget per evaluation, in fuel units (about one per wasm
+    /// instruction). Deterministic: the same input spends the same fuel.
+    pub fuel: u64,
+    /// Largest reply a policy may return, in bytes.
+    pub output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 16 << 20,
+            table_elements: 10_000,
+            fuel: 20_000_000,
+            output_bytes: 1 << 20,
+        }
+    }
+}
+
+/// How instances are used across evaluations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// A clean instance for every evaluation: nothing one decision does can
+    /// reach another.
+    #[default]
+    Fresh,
+    /// Warm instances kept between evaluations, one per concurrent caller,
+    /// thrown away after any failure. Faster; a policy's statics survive
+    /// from one evaluation to the next.
+    Reuse,
+}
+
+/// How to build an [`Engine`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// Fresh or reused instances.
+    pub isolation: Isolation,
+    /// Where compiled modules are cached; `None` compiles on every load.
+    pub cache_dir: Option<PathBuf>,
+    /// How many instances may exist at once across all policy sets.
+    pub max_instances: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            limits: Limits::default(),
+            isolation: Isolation::default(),
+            cache_dir: None,
+            max_instances: 1000,
+        }
+    }
+}
+
+/// Names a policy set version: `subscription@3`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyId {
+    /// The policy set's name, usually its flavour.
+    pub name: String,
+    /// Its version, counted per operator by the store, or chosen by the caller.
+    pub version: u32,
+}
+
+impl PolicyId {
+    /// A policy id.
+    pub fn new(name: impl Into<String>, version: u32) -> Self {
+        PolicyId {
+            name: name.into(),
+            version,
+        }
+    }
+}
+
+impl fmt::Display for PolicyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.version)
+    }
+}
+
+impl Serialize for PolicyId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Longest single log line kept from a policy, in bytes.
+const LOG_LINE_BYTES: usize = 1024;
+/// Most log lines kept from one evaluation.
+const LOG_LINES: usize = 32;
+/// Linear memory reset by `memset` instead of `madvise` when an instance is
+/// dropped, covering the stack, data and arena of an SDK-built policy.
+const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+
+/// The policy engine. Create one per process and share it; it is
+/// `Send + Sync` and cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) wasmtime: wasmtime::Engine,
+    pub(crate) linker: Linker<Sandbox>,
+    pub(crate) config: EngineConfig,
+    cache: Option<ModuleCache>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine with this configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Engine`] when wasmtime refuses the configuration, for example
+    /// a memory limit the pooling allocator cannot reserve.
+    pub fn new(config: EngineConfig) -> Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(config.max_instances)
+            .total_memories(config.max_instances)
+            .total_tables(config.max_instances)
+            .max_memory_size(config.limits.memory_bytes)
+            .table_elements(config.limits.table_elements)
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES.min(config.limits.memory_bytes))
+            .table_keep_resident(64 << 10)
+            .pagemap_scan(Enabled::Auto);
+
+        let mut wasm = wasmtime::Config::new();
+        wasm.consume_fuel(true)
+            .wasm_backtrace_max_frames(None)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let wasmtime = wasmtime::Engine::new(&wasm).map_err(|e| Error::Engine(e.to_string()))?;
+
+        let mut linker = Linker::new(&wasmtime);
+        linker
+            .func_wrap("rulehost", "log", log)
+            .map_err(|e| Error::Engine(e.to_string()))?;
+        let cache = config
+            .cache_dir
+            .as_deref()
+            .map(|dir| ModuleCache::new(dir, &wasmtime));
+        Ok(Engine {
+            wasmtime,
+            linker,
+            config,
+            cache,
+        })
+    }
+
+    /// The configuration the engine was built with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Loads a policy set from a wasm binary or WAT text, checking it
+    /// against ABI v1.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Load`] naming `id` and the problem: not wasm, a disallowed
+    /// import, a missing or mistyped export, another ABI version, an initial
+    /// memory over the limit, or a start function that fails.
+    pub fn load(&self, id: PolicyId, bytes: &[u8]) -> Result<PolicySet> {
+        let source = id.to_string();
+        self.load_named(id, &source, bytes)
+    }
+
+    /// Loads a policy set from a `.wasm` or `.wat` file; it is named after
+    /// the file (`name@0`) unless `id` is given.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReadPolicy`] when the file cannot be read, otherwise as
+    /// [`Engine::load`], naming the file.
+    pub fn load_file(&self, path: &Path, id: Option<PolicyId>) -> Result<PolicySet> {
+        let bytes = std::fs::read(path).map_err(|source| Error::ReadPolicy {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let id = id.unwrap_or_else(|| {
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+            PolicyId::new(stem.unwrap_or_else(|| "policy".to_owned()), 0)
+        });
+        self.load_named(id, &path.display().to_string(), &bytes)
+    }
+
+    fn load_named(&self, id: PolicyId, source: &str, bytes: &[u8]) -> Result<PolicySet> {
+        let refuse = |reason: LoadError| Error::Load {
+            policy: source.to_owned(),
+            reason,
+        };
+        let binary =
+            wat::parse_bytes(bytes).map_err(|e| refuse(LoadError::NotWasm(e.to_string())))?;
+        let sha256 = sha256_hex(&binary);
+        let module = self.compile(&sha256, &binary).map_err(refuse)?;
+        PolicySet::new(self, id, sha256, module).map_err(refuse)
+    }
+
+    fn compile(&self, sha256: &str, binary: &[u8]) -> Result<wasmtime::Module, LoadError> {
+        if let Some(module) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.get(&self.wasmtime, sha256))
+        {
+            return Ok(module);
+        }
+        let module = wasmtime::Module::from_binary(&self.wasmtime, binary)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        if let Some(cache) = &self.cache
+            && let Err(warning) = cache.put(sha256, &module)
+        {
+            eprintln!("warning: module cache: {warning}");
+        }
+        Ok(module)
+    }
+
+    /// Whether a compiled module for this wasm binary is in the cache.
+    pub fn is_cached(&self, wasm: &[u8]) -> bool {
+        let Ok(binary) = wat::parse_bytes(wasm) else {
+            return false;
+        };
+        let sha256 = sha256_hex(&binary);
+        self.cache
+            .as_ref()
+            .is_some_and(|c| c.get(&self.wasmtime, &sha256).is_some())
+    }
+}
+
+/// `rulehost`.`log(ptr, len)`: keeps a bounded number of bounded lines.
+fn log(mut caller: Caller<'_, Sandbox>, ptr: u32, len: u32) {
+    let Some(memory) = caller.get_export("memory").and_then(|e| e.into_memory()) else {
+        return;
+    };
+    let start = ptr as usize;
+    let end = start.saturating_add((len as usize).min(LOG_LINE_BYTES));
+    let line = memory
+        .data(&caller)
+        .get(start..end)
+        .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+        .unwrap_or_else(|| format!("<log line at {ptr}+{len} is out of bounds>"));
+    let logs = &mut caller.data_mut().logs;
+    if logs.len() < LOG_LINES {
+        logs.push(line);
+    }
+}

@@ -1,0 +1,567 @@
+//! A loaded policy set and the sandbox its hooks run in.
+//!
+//! Loading checks the module against ABI v1 once (`sdk/ABI.md`); evaluating
+//! writes the JSON envelope into an instance's memory, calls the hook's
+//! export under the fuel budget and the memory and table limits, reads the
+//! reply back and decodes it as the hook's typed output. Whatever goes wrong
+//! in there becomes a [`Failure`], and the caller gets the hook's
+//! fail-closed decision with a [`Diagnostic`].
+
+use std::io::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rulehost_sdk::wire::{ABI_VERSION, Envelope, Hook, HookKind, Reply, Timestamp};
+use serde::Serialize;
+use wasmtime::{
+    ExternType, FuncType, Instance, InstancePre, Memory, ModuleExport, ResourceLimiter, Store,
+    Trap, TypedFunc,
+};
+
+use crate::engine::{Engine, Isolation, Limits, PolicyId};
+use crate::error::{LoadError, missing_hook_message};
+use crate::evaluation::{Diagnostic, Evaluation, Failure, FailureKind};
+use crate::operators::Settings;
+
+const ABI_VERSION_EXPORT: &str = "rulehost_abi_version";
+const ALLOC_EXPORT: &str = "rulehost_alloc";
+const MEMORY_EXPORT: &str = "memory";
+const HOOK_SIGNATURE: &str = "(i32, i32) -> i64";
+
+/// The store data of one instance: its limits and what it logged.
+pub(crate) struct Sandbox {
+    memory_bytes: usize,
+    table_elements: usize,
+    pub(crate) logs: Vec<String>,
+}
+
+/// A policy tried to grow its memory past the limit.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {limit} bytes exceeded: the policy asked for {desired} bytes")]
+struct MemoryLimitHit {
+    desired: usize,
+    limit: usize,
+}
+
+/// A policy tried to grow a table past the limit.
+#[derive(Debug, thiserror::Error)]
+#[error("table limit of {limit} elements exceeded: the policy asked for {desired} elements")]
+struct TableLimitHit {
+    desired: usize,
+    limit: usize,
+}
+
+impl ResourceLimiter for Sandbox {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            return Err(wasmtime::Error::new(MemoryLimitHit {
+                desired,
+                limit: self.memory_bytes,
+            }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.table_elements {
+            return Err(wasmtime::Error::new(TableLimitHit {
+                desired,
+                limit: self.table_elements,
+            }));
+        }
+        Ok(true)
+    }
+}
+
+/// Where a module's ABI exports are, resolved once at load.
+struct Exports {
+    memory: ModuleExport,
+    alloc: ModuleExport,
+    hooks: [Option<ModuleExport>; Hook::ALL.len()],
+}
+
+/// A loaded, validated policy set. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct PolicySet {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: PolicyId,
+    sha256: String,
+    pre: InstancePre<Sandbox>,
+    exports: Exports,
+    limits: Limits,
+    isolation: Isolation,
+    /// Warm instances in reuse mode.
+    warm: Mutex<Vec<Warm>>,
+    max_warm: usize,
+}
+
+impl std::fmt::Debug for PolicySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicySet")
+            .field("id", &self.inner.id)
+            .field("sha256", &self.inner.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicySet {
+    pub(crate) fn new(
+        engine: &Engine,
+        id: PolicyId,
+        sha256: String,
+        module: wasmtime::Module,
+    ) -> Result<Self, LoadError> {
+        let limits = engine.config.limits;
+        for import in module.imports() {
+            if (import.module(), import.name()) != ("rulehost", "log") {
+                return Err(LoadError::DisallowedImport {
+                    module: import.module().to_owned(),
+                    name: import.name().to_owned(),
+                });
+            }
+        }
+        let memory = memory_export(&module, limits)?;
+        check_func(&module, ABI_VERSION_EXPORT, "() -> i32")?
+            .ok_or(LoadError::MissingExport(ABI_VERSION_EXPORT))?;
+        let alloc = check_func(&module, ALLOC_EXPORT, "(i32) -> i32")?
+            .ok_or(LoadError::MissingExport(ALLOC_EXPORT))?;
+        let mut hooks = [None, None, None, None];
+        for (slot, hook) in hooks.iter_mut().zip(Hook::ALL) {
+            *slot = check_func(&module, hook.export_name(), HOOK_SIGNATURE)?;
+        }
+        if hooks[..3].iter().all(Option::is_none) {
+            return Err(LoadError::NoHooks);
+        }
+        let pre = engine
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
+
+        let max_warm = std::thread::available_parallelism().map_or(4, |n| n.get() * 2);
+        let policy = PolicySet {
+            inner: Arc::new(Inner {
+                id,
+                sha256,
+                pre,
+                exports: Exports {
+                    memory,
+                    alloc,
+                    hooks,
+                },
+                limits,
+                isolation: engine.config.isolation,
+                warm: Mutex::new(Vec::new()),
+                max_warm,
+            }),
+        };
+        let mut first = Warm::new(&policy.inner).map_err(|f| LoadError::Instantiate(f.message))?;
+        let version = first
+            .abi_version(&module)
+            .map_err(|f| LoadError::Instantiate(f.message))?;
+        if version != ABI_VERSION {
+            return Err(LoadError::AbiVersion {
+                found: version,
+                supported: ABI_VERSION,
+            });
+        }
+        policy.inner.release(first);
+        Ok(policy)
+    }
+
+    /// The policy set's name and version.
+    pub fn id(&self) -> &PolicyId {
+        &self.inner.id
+    }
+
+    /// The sha256 of the wasm binary, in lowercase hex.
+    pub fn sha256(&self) -> &str {
+        &self.inner.sha256
+    }
+
+    /// Whether the module exports `hook`.
+    pub fn has_hook(&self, hook: Hook) -> bool {
+        self.inner.exports.hooks[hook_index(hook)].is_some()
+    }
+
+    /// Evaluates hook `H` for `operator` with its settings. Always returns a
+    /// decision: the policy's, or `H`'s fail-closed one with a diagnostic.
+    pub fn evaluate<H: HookKind>(
+        &self,
+        operator: &str,
+        now: Timestamp,
+        settings: &Settings,
+        input: &H::Input,
+    ) -> Evaluation<H::Output> {
+        self.evaluate_envelope::<H>(operator, &encode_envelope(now, settings, input))
+    }
+
+    /// Evaluates hook `H` on an envelope already encoded as JSON.
+    pub(crate) fn evaluate_envelope<H: HookKind>(
+        &self,
+        operator: &str,
+        envelope: &[u8],
+    ) -> Evaluation<H::Output> {
+        let (result, fuel_used, logs) = self.inner.run(H::HOOK, envelope, decode::<H::Output>);
+        let (decision, diagnostic) = match result {
+            Ok(decision) => (decision, None),
+            Err(failure) => {
+                let diagnostic = Diagnostic {
+                    operator: operator.to_owned(),
+                    policy: self.inner.id.clone(),
+                    hook: H::HOOK,
+                    kind: failure.kind,
+                    message: failure.message,
+                };
+                (
+                    H::refusal("policy_failure", diagnostic.to_string()),
+                    Some(diagnostic),
+                )
+            }
+        };
+        Evaluation {
+            policy: self.inner.id.clone(),
+            hook: H::HOOK,
+            decision,
+            diagnostic,
+            fuel_used,
+            logs,
+        }
+    }
+
+    /// Runs a hook on a raw envelope and returns the raw reply bytes, for
+    /// comparing with expected JSON (`crate::testing`).
+    pub(crate) fn evaluate_raw(&self, hook: Hook, envelope: &[u8]) -> Result<Vec<u8>, String> {
+        let (result, _, _) = self.inner.run(hook, envelope, |bytes| Ok(bytes.to_vec()));
+        result.map_err(|failure| failure.message)
+    }
+}
+
+impl Inner {
+    /// One evaluation: an instance (fresh or warm), the call, the decoded
+    /// reply; plus the fuel spent and the lines logged.
+    fn run<T>(
+        &self,
+        hook: Hook,
+        envelope: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<T, Failure>,
+    ) -> (Result<T, Failure>, u64, Vec<String>) {
+        let Some(export) = &self.exports.hooks[hook_index(hook)] else {
+            let message = missing_hook_message(&self.id.to_string(), hook);
+            return (
+                Err(Failure::new(FailureKind::MissingHook, message)),
+                0,
+                Vec::new(),
+            );
+        };
+        let warm = match self.isolation {
+            Isolation::Reuse => self
+                .warm
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop(),
+            Isolation::Fresh => None,
+        };
+        let mut warm = match warm.map_or_else(|| Warm::new(self), Ok) {
+            Ok(warm) => warm,
+            Err(failure) => return (Err(failure), 0, Vec::new()),
+        };
+        let result = warm.call(export, envelope, self.limits, decode);
+        let left = warm.store.get_fuel().unwrap_or(0);
+        let logs = std::mem::take(&mut warm.store.data_mut().logs);
+        if result.is_ok() {
+            self.release(warm);
+        }
+        (result, self.limits.fuel.saturating_sub(left), logs)
+    }
+
+    /// Keeps a healthy instance warm in reuse mode; drops it otherwise.
+    fn release(&self, warm: Warm) {
+        if self.isolation == Isolation::Reuse {
+            let mut pool = self.warm.lock().unwrap_or_else(PoisonError::into_inner);
+            if pool.len() < self.max_warm {
+                pool.push(warm);
+            }
+        }
+    }
+}
+
+/// An instance with its store and the exports every call needs.
+struct Warm {
+    store: Store<Sandbox>,
+    instance: Instance,
+    memory: Memory,
+    alloc: TypedFunc<u32, u32>,
+}
+
+impl Warm {
+    fn new(inner: &Inner) -> Result<Self, Failure> {
+        let limits = inner.limits;
+        let mut store = Store::new(
+            inner.pre.module().engine(),
+            Sandbox {
+                memory_bytes: limits.memory_bytes,
+                table_elements: limits.table_elements,
+                logs: Vec::new(),
+            },
+        );
+        store.limiter(|sandbox| sandbox as &mut dyn ResourceLimiter);
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| classify(&e, limits))?;
+        let instance = inner
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(&e, limits))?;
+        let memory = instance
+            .get_module_export(&mut store, &inner.exports.memory)
+            .and_then(|e| e.into_memory())
+            .ok_or_else(|| {
+                Failure::new(FailureKind::Instantiation, "the memory export vanished")
+            })?;
+        let alloc = typed(&mut store, instance, &inner.exports.alloc)?;
+        Ok(Warm {
+            store,
+            instance,
+            memory,
+            alloc,
+        })
+    }
+
+    fn abi_version(&mut self, module: &wasmtime::Module) -> Result<i32, Failure> {
+        let limits_fuel = self.store.get_fuel().unwrap_or(0);
+        let export = module
+            .get_export_index(ABI_VERSION_EXPORT)
+            .ok_or_else(|| Failure::new(FailureKind::Instantiation, "no ABI version export"))?;
+        let func: TypedFunc<(), i32> = typed(&mut self.store, self.instance, &export)?;
+        let version = func.call(&mut self.store, ()).map_err(|e| {
+            Failure::new(
+                FailureKind::Trap,
+                format!("`{ABI_VERSION_EXPORT}` failed: {e}"),
+            )
+        });
+        self.store.set_fuel(limits_fuel).ok();
+        version
+    }
+
+    fn call<T>(
+        &mut self,
+        export: &ModuleExport,
+        envelope: &[u8],
+        limits: Limits,
+        decode: impl FnOnce(&[u8]) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        self.store
+            .set_fuel(limits.fuel)
+            .map_err(|e| classify(&e, limits))?;
+        let hook: TypedFunc<(u32, u32), u64> = typed(&mut self.store, self.instance, export)?;
+        let len = u32::try_from(envelope.len()).map_err(|_| {
+            Failure::new(
+                FailureKind::Instantiation,
+                format!("input of {} bytes is too large", envelope.len()),
+            )
+        })?;
+        let ptr = self
+            .alloc
+            .call(&mut self.store, len)
+            .map_err(|e| classify(&e, limits))?;
+        self.memory.write(&mut self.store, ptr as usize, envelope).map_err(|_| {
+            Failure::new(
+                FailureKind::OutputOutOfBounds,
+                format!(
+                    "`{ALLOC_EXPORT}` returned {ptr} for {len} bytes, outside the policy's memory of {} bytes",
+                    self.memory.data_size(&self.store)
+                ),
+            )
+        })?;
+        let packed = hook
+            .call(&mut self.store, (ptr, len))
+            .map_err(|e| classify(&e, limits))?;
+        let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+        if out_len > limits.output_bytes {
+            return Err(Failure::new(
+                FailureKind::OutputTooLarge,
+                format!(
+                    "output of {out_len} bytes exceeds the limit of {} bytes",
+                    limits.output_bytes
+                ),
+            ));
+        }
+        let data = self.memory.data(&self.store);
+        let bytes = data.get(out_ptr..out_ptr + out_len).ok_or_else(|| {
+            Failure::new(
+                FailureKind::OutputOutOfBounds,
+                format!(
+                    "output at {out_ptr} of {out_len} bytes lies outside the policy's memory of {} bytes",
+                    data.len()
+                ),
+            )
+        })?;
+        decode(bytes)
+    }
+}
+
+fn typed<P, R>(
+    store: &mut Store<Sandbox>,
+    instance: Instance,
+    export: &ModuleExport,
+) -> Result<TypedFunc<P, R>, Failure>
+where
+    P: wasmtime::WasmParams,
+    R: wasmtime::WasmResults,
+{
+    instance
+        .get_module_export(&mut *store, export)
+        .and_then(|e| e.into_func())
+        .ok_or_else(|| Failure::new(FailureKind::Instantiation, "a checked export vanished"))?
+        .typed(&*store)
+        .map_err(|e| Failure::new(FailureKind::Instantiation, e.to_string()))
+}
+
+/// Turns a wasmtime error from instantiation or a call into a failure, by
+/// the type of what caused it.
+fn classify(error: &wasmtime::Error, limits: Limits) -> Failure {
+    if let Some(hit) = error.downcast_ref::<MemoryLimitHit>() {
+        return Failure::new(FailureKind::MemoryLimit, hit.to_string());
+    }
+    if let Some(hit) = error.downcast_ref::<TableLimitHit>() {
+        return Failure::new(FailureKind::TableLimit, hit.to_string());
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => Failure::new(
+            FailureKind::FuelExhausted,
+            format!("cpu budget of {} fuel exhausted", limits.fuel),
+        ),
+        Some(Trap::StackOverflow) => {
+            Failure::new(FailureKind::StackOverflow, "call stack exhausted")
+        }
+        Some(trap) => Failure::new(FailureKind::Trap, format!("wasm trap: {trap}")),
+        None => Failure::new(FailureKind::Instantiation, format!("{error:#}")),
+    }
+}
+
+/// Decodes a reply as the hook's output type.
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Failure> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        Failure::new(
+            FailureKind::MalformedOutput,
+            format!("output is not valid UTF-8: {e}"),
+        )
+    })?;
+    match serde_json::from_str::<Reply<T>>(text) {
+        Ok(Reply::Ok(output)) => Ok(output),
+        Ok(Reply::Error(message)) => Err(Failure::new(
+            FailureKind::PolicyError,
+            format!("the policy reported an error: {message}"),
+        )),
+        Err(error) => Err(Failure::new(
+            FailureKind::MalformedOutput,
+            format!("output is not a valid reply: {error}"),
+        )),
+    }
+}
+
+/// The JSON envelope for one call; settings are already JSON text.
+pub(crate) fn encode_envelope<I: Serialize>(
+    now: Timestamp,
+    settings: &Settings,
+    input: &I,
+) -> Vec<u8> {
+    let mut buffer = Vec::with_capacity(256);
+    let envelope = Envelope {
+        now,
+        settings: settings.as_raw(),
+        input,
+    };
+    // Writing to a Vec cannot fail, and the wire types always serialize.
+    serde_json::to_writer(&mut buffer, &envelope).expect("wire types serialize to JSON");
+    buffer.flush().ok();
+    buffer
+}
+
+fn hook_index(hook: Hook) -> usize {
+    Hook::ALL
+        .iter()
+        .position(|h| *h == hook)
+        .expect("every hook is in Hook::ALL")
+}
+
+fn memory_export(module: &wasmtime::Module, limits: Limits) -> Result<ModuleExport, LoadError> {
+    let ty = module
+        .get_export(MEMORY_EXPORT)
+        .ok_or(LoadError::MissingExport(MEMORY_EXPORT))?;
+    let ExternType::Memory(memory) = ty else {
+        return Err(LoadError::ExportType {
+            name: MEMORY_EXPORT.to_owned(),
+            found: describe(&ty),
+            expected: "memory",
+        });
+    };
+    let bytes = memory.minimum().saturating_mul(memory.page_size());
+    if bytes > limits.memory_bytes as u64 {
+        return Err(LoadError::InitialMemory {
+            pages: memory.minimum(),
+            bytes,
+            limit: limits.memory_bytes,
+        });
+    }
+    module
+        .get_export_index(MEMORY_EXPORT)
+        .ok_or(LoadError::MissingExport(MEMORY_EXPORT))
+}
+
+/// The export `name`, checked to be a function with `signature`; `None`
+/// when the module does not export it.
+fn check_func(
+    module: &wasmtime::Module,
+    name: &str,
+    signature: &'static str,
+) -> Result<Option<ModuleExport>, LoadError> {
+    let Some(ty) = module.get_export(name) else {
+        return Ok(None);
+    };
+    let found = describe(&ty);
+    if found != signature {
+        return Err(LoadError::ExportType {
+            name: name.to_owned(),
+            found,
+            expected: signature,
+        });
+    }
+    Ok(module.get_export_index(name))
+}
+
+fn describe(ty: &ExternType) -> String {
+    match ty {
+        ExternType::Func(func) => signature(func),
+        ExternType::Memory(_) => "memory".to_owned(),
+        ExternType::Table(_) => "table".to_owned(),
+        ExternType::Global(_) => "global".to_owned(),
+        ExternType::Tag(_) => "tag".to_owned(),
+    }
+}
+
+fn signature(func: &FuncType) -> String {
+    let params: Vec<String> = func.params().map(|p| p.to_string()).collect();
+    let results: Vec<String> = func.results().map(|r| r.to_string()).collect();
+    format!(
+        "({}) -> {}",
+        params.join(", "),
+        match results.len() {
+            0 => "()".to_owned(),
+            1 => results[0].clone(),
+            _ => format!("({})", results.join(", ")),
+        }
+    )
+}

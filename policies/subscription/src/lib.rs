@@ -1,0 +1,350 @@
+//! The subscription-billing policy set (`shared/domain.md`, SUB-1..SUB-8).
+//!
+//! A locked customer keeps its data and its open receivables, but nothing
+//! about it changes: no master-data or contract edits, no orders, no billing
+//! runs. The contract actions that stay possible are configurable and default
+//! to the four the product allows (SUB-4).
+
+use rulehost_sdk::wire::{
+    ActorKind, AuthorizeDecision, AuthorizeInput, BillingDecision, BillingInput, CycleUnit, Lock,
+    Period, SubjectKind, Timestamp,
+};
+use rulehost_sdk::{Context, Policy};
+use serde::Deserialize;
+use time::{Date, OffsetDateTime};
+
+/// The contract actions still possible on a locked customer (SUB-4).
+pub const CONTRACT_ACTIONS_WHILE_LOCKED: [&str; 4] = [
+    "end_contract",
+    "terminate_extraordinarily",
+    "annul_contract",
+    "postpone_contract",
+];
+
+/// Actions a lock does not touch: payments of open receivables and a running
+/// dunning go on (SUB-5).
+pub const UNAFFECTED_BY_LOCK: [&str; 2] = ["collect_payment", "run_dunning"];
+
+/// The switch that lets billing run for a contract (SUB-6, SUB-7).
+pub const AUTOMATIC_BILLING: &str = "automatic_billing";
+
+/// At most this many missed periods are billed in one catch-up (SUB-7); a
+/// contract further behind needs a look by staff.
+pub const MAX_CATCH_UP_PERIODS: usize = 120;
+
+/// Operator settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Contract actions still possible while the customer is locked.
+    pub allowed_while_locked: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            allowed_while_locked: CONTRACT_ACTIONS_WHILE_LOCKED.map(String::from).to_vec(),
+        }
+    }
+}
+
+/// The subscription policy set.
+pub struct Subscription;
+
+impl Policy for Subscription {
+    type Settings = Settings;
+
+    fn validate_settings(settings: &Settings) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        for (index, action) in settings.allowed_while_locked.iter().enumerate() {
+            if action.trim().is_empty() {
+                errors.push(format!(
+                    "allowed_while_locked[{index}]: action `{action}` is empty"
+                ));
+            } else if settings.allowed_while_locked[..index].contains(action) {
+                errors.push(format!(
+                    "allowed_while_locked[{index}]: action `{action}` is listed twice"
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn authorize(ctx: &Context<Settings>, input: &AuthorizeInput) -> AuthorizeDecision {
+        let action = input.action.as_str();
+        if matches!(action, "lock" | "unlock") && input.actor.kind != ActorKind::Staff {
+            return AuthorizeDecision::deny(
+                "staff_only",
+                format!("only staff may {action} a customer (SUB-1)"),
+            );
+        }
+        let lock = input.subject.active_locks(ctx.now).next();
+        match (action, lock) {
+            ("lock", Some(lock)) => AuthorizeDecision::deny(
+                "already_locked",
+                format!("the customer is already locked: {}", describe(lock)),
+            ),
+            ("unlock", None) => AuthorizeDecision::deny("not_locked", "the customer is not locked"),
+            ("lock" | "unlock", _) => AuthorizeDecision::Allow,
+            (_, None) => AuthorizeDecision::Allow,
+            (_, Some(_)) if UNAFFECTED_BY_LOCK.contains(&action) => AuthorizeDecision::Allow,
+            (_, Some(_))
+                if input.subject.kind == SubjectKind::Contract
+                    && ctx
+                        .settings
+                        .allowed_while_locked
+                        .iter()
+                        .any(|a| a == action) =>
+            {
+                AuthorizeDecision::Allow
+            }
+            (_, Some(lock)) => refuse_while_locked(ctx, input, lock),
+        }
+    }
+
+    fn billing(ctx: &Context<Settings>, input: &BillingInput) -> BillingDecision {
+        let contract = &input.contract;
+        if let Some(lock) = contract.active_locks(ctx.now).next() {
+            return skip(
+                "customer_locked",
+                format!(
+                    "no billing while the customer is locked: {}",
+                    describe(lock)
+                ),
+            );
+        }
+        if !contract.switch(AUTOMATIC_BILLING) {
+            return skip(
+                "automatic_billing_off",
+                format!("automatic billing is off for contract `{}`", contract.id),
+            );
+        }
+        match due_periods(input, ctx.now) {
+            Ok(periods) if periods.is_empty() => skip(
+                "nothing_due",
+                format!(
+                    "contract `{}` is billed until {}",
+                    contract.id, input.billed_until
+                ),
+            ),
+            Ok(periods) => BillingDecision::Proceed { periods },
+            Err(why) => skip("cannot_compute_periods", why),
+        }
+    }
+}
+
+rulehost_sdk::export_policy!(Subscription);
+
+fn refuse_while_locked(
+    ctx: &Context<Settings>,
+    input: &AuthorizeInput,
+    lock: &Lock,
+) -> AuthorizeDecision {
+    let what = match input.subject.kind {
+        SubjectKind::Contract => format!(
+            "only {} are possible on a contract",
+            ctx.settings
+                .allowed_while_locked
+                .iter()
+                .map(|a| format!("`{a}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => "its data cannot be changed and no orders are accepted".to_owned(),
+    };
+    AuthorizeDecision::deny(
+        "customer_locked",
+        format!(
+            "`{}` is refused while the customer is locked ({}): {what}",
+            input.action,
+            describe(lock)
+        ),
+    )
+}
+
+fn describe(lock: &Lock) -> String {
+    let until = lock
+        .until
+        .map(|u| format!(" until {u}"))
+        .unwrap_or_default();
+    format!(
+        "reason `{}`, by `{}` since {}{until}",
+        lock.reason, lock.actor.id, lock.since
+    )
+}
+
+fn skip(code: &str, reason: String) -> BillingDecision {
+    BillingDecision::Skip {
+        code: code.to_owned(),
+        reason,
+    }
+}
+
+/// Every period that started at or before `now` and has not been billed,
+/// oldest first: one normally, several when catching up (SUB-7).
+fn due_periods(input: &BillingInput, now: Timestamp) -> Result<Vec<Period>, String> {
+    let cycle = input.cycle;
+    if cycle.every == 0 {
+        return Err("the billing cycle's `every` is `0`".to_owned());
+    }
+    let anchor = input.billed_until.get();
+    let boundary = |k: u32| -> Result<Timestamp, String> {
+        let steps = k.checked_mul(cycle.every).ok_or("billing cycle overflow")?;
+        let at = match cycle.unit {
+            CycleUnit::Day => anchor.checked_add(time::Duration::days(i64::from(steps))),
+            CycleUnit::Month => add_months(anchor, steps),
+        };
+        at.map(Timestamp)
+            .ok_or_else(|| format!("period {k} after {} is out of range", input.billed_until))
+    };
+    let mut periods = Vec::new();
+    let mut start = boundary(0)?;
+    while start <= now {
+        if periods.len() == MAX_CATCH_UP_PERIODS {
+            return Err(format!(
+                "more than {MAX_CATCH_UP_PERIODS} periods are due since {}",
+                input.billed_until
+            ));
+        }
+        let end = boundary(periods.len() as u32 + 1)?;
+        periods.push(Period { start, end });
+        start = end;
+    }
+    Ok(periods)
+}
+
+/// `at` plus `months` calendar months; a day past the end of the target
+/// month becomes its last day (Jan 31 + 1 month = Feb 28).
+fn add_months(at: OffsetDateTime, months: u32) -> Option<OffsetDateTime> {
+    let index =
+        at.year() * 12 + i32::from(u8::from(at.month())) - 1 + i32::try_from(months).ok()?;
+    let year = index.div_euclid(12);
+    let month = time::Month::try_from(u8::try_from(index.rem_euclid(12) + 1).ok()?).ok()?;
+    let day = at.day().min(month.length(year));
+    Some(at.replace_date(Date::from_calendar_date(year, month, day).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rulehost_sdk::wire::{Actor, Cycle, Subject};
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    fn ctx(now: &str) -> Context<Settings> {
+        Context {
+            now: at(now),
+            settings: Settings::default(),
+        }
+    }
+
+    fn locked_contract() -> Subject {
+        let mut customer = Subject::new(SubjectKind::Customer, "c-1");
+        customer.locks.push(Lock {
+            id: None,
+            kind: "full".into(),
+            actor: Actor::staff("anna"),
+            reason: "payment_default".into(),
+            message: None,
+            since: at("2026-11-01T00:00:00Z"),
+            until: None,
+        });
+        let mut contract = Subject::new(SubjectKind::Contract, "k-1");
+        contract.parent = Some(Box::new(customer));
+        contract
+    }
+
+    fn request(action: &str, subject: Subject) -> AuthorizeInput {
+        AuthorizeInput {
+            action: action.into(),
+            actor: Actor::staff("anna"),
+            subject,
+            acknowledgements: vec![],
+            params: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn locked_contract_allows_the_four_contract_actions_natively() {
+        for action in CONTRACT_ACTIONS_WHILE_LOCKED {
+            let decision = Subscription::authorize(
+                &ctx("2026-11-22T00:00:00Z"),
+                &request(action, locked_contract()),
+            );
+            assert_eq!(decision, AuthorizeDecision::Allow, "{action}");
+        }
+        let decision = Subscription::authorize(
+            &ctx("2026-11-22T00:00:00Z"),
+            &request("upgrade", locked_contract()),
+        );
+        assert!(
+            matches!(decision, AuthorizeDecision::Deny { ref code, .. } if code == "customer_locked")
+        );
+    }
+
+    #[test]
+    fn month_arithmetic_clamps_to_the_end_of_month() {
+        assert_eq!(
+            add_months(at("2026-01-31T00:00:00Z").get(), 1),
+            Some(at("2026-02-28T00:00:00Z").get())
+        );
+        assert_eq!(
+            add_months(at("2026-11-30T08:00:00Z").get(), 3),
+            Some(at("2027-02-28T08:00:00Z").get())
+        );
+        assert_eq!(
+            add_months(at("2028-01-31T00:00:00Z").get(), 1),
+            Some(at("2028-02-29T00:00:00Z").get())
+        );
+    }
+
+    #[test]
+    fn catch_up_lists_every_missed_month() {
+        let mut contract = Subject::new(SubjectKind::Contract, "k-1");
+        contract.switches.insert(AUTOMATIC_BILLING.into(), true);
+        let input = BillingInput {
+            contract,
+            billed_until: at("2026-08-01T00:00:00Z"),
+            cycle: Cycle {
+                every: 1,
+                unit: CycleUnit::Month,
+            },
+        };
+        let BillingDecision::Proceed { periods } =
+            Subscription::billing(&ctx("2026-11-15T00:00:00Z"), &input)
+        else {
+            panic!("expected proceed");
+        };
+        let starts: Vec<String> = periods.iter().map(|p| p.start.to_string()).collect();
+        assert_eq!(
+            starts,
+            [
+                "2026-08-01T00:00:00Z",
+                "2026-09-01T00:00:00Z",
+                "2026-10-01T00:00:00Z",
+                "2026-11-01T00:00:00Z"
+            ]
+        );
+        assert_eq!(periods[3].end, at("2026-12-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn settings_errors_name_the_field_and_value() {
+        let settings = Settings {
+            allowed_while_locked: vec!["end_contract".into(), " ".into(), "end_contract".into()],
+        };
+        assert_eq!(
+            Subscription::validate_settings(&settings),
+            Err(vec![
+                "allowed_while_locked[1]: action ` ` is empty".to_owned(),
+                "allowed_while_locked[2]: action `end_contract` is listed twice".to_owned(),
+            ])
+        );
+    }
+}

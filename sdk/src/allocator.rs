@@ -1,0 +1,92 @@
+//! The global allocator of a wasm32 policy: a bump arena in the module's
+//! static memory, falling back to the standard allocator when it is full.
+//!
+//! A fresh instance then answers a hook without `memory.grow`, which is what
+//! makes a clean instance per evaluation cheap (see `ABI.md`, "Performance").
+//! The arena is rewound whenever no allocation in it is live, which happens
+//! between two hook calls unless a policy keeps heap data in a static.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::{Cell, UnsafeCell};
+
+const ARENA_BYTES: usize = 128 * 1024;
+
+#[repr(C, align(16))]
+struct Arena {
+    bytes: UnsafeCell<[u8; ARENA_BYTES]>,
+    /// Offset of the first free byte.
+    next: Cell<usize>,
+    /// Allocations in the arena not yet freed.
+    live: Cell<usize>,
+}
+
+// SAFETY: wasm32-unknown-unknown without the atomics feature has one thread.
+unsafe impl Sync for Arena {}
+
+#[global_allocator]
+static ARENA: Arena = Arena {
+    bytes: UnsafeCell::new([0; ARENA_BYTES]),
+    next: Cell::new(0),
+    live: Cell::new(0),
+};
+
+impl Arena {
+    fn base(&self) -> usize {
+        self.bytes.get() as usize
+    }
+
+    fn contains(&self, ptr: *mut u8) -> bool {
+        (self.base()..self.base() + ARENA_BYTES).contains(&(ptr as usize))
+    }
+}
+
+unsafe impl GlobalAlloc for Arena {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let start = (self.base() + self.next.get()).next_multiple_of(layout.align());
+        let end = start + layout.size();
+        if end <= self.base() + ARENA_BYTES {
+            self.next.set(end - self.base());
+            self.live.set(self.live.get() + 1);
+            start as *mut u8
+        } else {
+            // SAFETY: forwarded with the caller's guarantees.
+            unsafe { System.alloc(layout) }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if !self.contains(ptr) {
+            // SAFETY: not in the arena, so it came from `System`.
+            return unsafe { System.dealloc(ptr, layout) };
+        }
+        let live = self.live.get() - 1;
+        self.live.set(live);
+        if live == 0 {
+            self.next.set(0);
+        } else if ptr as usize + layout.size() == self.base() + self.next.get() {
+            self.next.set(ptr as usize - self.base());
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let is_last = ptr as usize + layout.size() == self.base() + self.next.get();
+        if self.contains(ptr) && is_last && ptr as usize + new_size <= self.base() + ARENA_BYTES {
+            self.next.set(ptr as usize + new_size - self.base());
+            return ptr;
+        }
+        // SAFETY: the caller's guarantees hold for a fresh allocation.
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return std::ptr::null_mut();
+        };
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            // SAFETY: both blocks are valid for the smaller of the two sizes
+            // and do not overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        new
+    }
+}

@@ -1,0 +1,681 @@
+//! The typed contract between the host and a policy: one input and one output
+//! type per hook, shared by `rulehost` (the host) and policy crates.
+//!
+//! Every type here travels as JSON (see `ABI.md`). Field names are
+//! `snake_case`; enums are tagged with a `decision` or `effect` field so a
+//! policy in another language can produce them with any JSON library.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The ABI version a policy built with this SDK exports from
+/// `rulehost_abi_version`; the host refuses a module exporting another one.
+pub const ABI_VERSION: i32 = 1;
+
+/// A point in time, carried as an RFC 3339 string (`2026-11-22T14:00:00Z`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub OffsetDateTime);
+
+impl Timestamp {
+    /// The wrapped date and time.
+    pub fn get(self) -> OffsetDateTime {
+        self.0
+    }
+}
+
+impl From<OffsetDateTime> for Timestamp {
+    fn from(value: OffsetDateTime) -> Self {
+        Timestamp(value)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.format(&Rfc3339) {
+            Ok(text) => f.write_str(&text),
+            Err(_) => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl FromStr for Timestamp {
+    type Err = time::error::Parse;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        OffsetDateTime::parse(text, &Rfc3339).map(Timestamp)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        time::serde::rfc3339::serialize(&self.0, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        time::serde::rfc3339::deserialize(deserializer).map(Timestamp)
+    }
+}
+
+/// The hooks a policy may implement. Each is one wasm export (see `ABI.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hook {
+    /// May this action run on this subject in its current state?
+    Authorize,
+    /// Should billing proceed for this contract now, and for which periods?
+    Billing,
+    /// What follows when an action runs, a lock expires or a date arrives?
+    Transition,
+    /// Are these operator settings acceptable? Called when they are installed.
+    ValidateSettings,
+}
+
+impl Hook {
+    /// Every hook, in a fixed order.
+    pub const ALL: [Hook; 4] = [
+        Hook::Authorize,
+        Hook::Billing,
+        Hook::Transition,
+        Hook::ValidateSettings,
+    ];
+
+    /// The hook's name as used in JSON, on the command line and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Authorize => "authorize",
+            Hook::Billing => "billing",
+            Hook::Transition => "transition",
+            Hook::ValidateSettings => "validate_settings",
+        }
+    }
+
+    /// The name of the wasm export that implements the hook.
+    pub fn export_name(self) -> &'static str {
+        match self {
+            Hook::Authorize => "rulehost_authorize",
+            Hook::Billing => "rulehost_billing",
+            Hook::Transition => "rulehost_transition",
+            Hook::ValidateSettings => "rulehost_validate_settings",
+        }
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error of parsing a hook name that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownHook(pub String);
+
+impl fmt::Display for UnknownHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown hook `{}`: expected one of `authorize`, `billing`, `transition`, `validate_settings`",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownHook {}
+
+impl FromStr for Hook {
+    type Err = UnknownHook;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Hook::ALL
+            .into_iter()
+            .find(|hook| hook.name() == name)
+            .ok_or_else(|| UnknownHook(name.to_owned()))
+    }
+}
+
+/// Ties a hook to its input and output types, so the host and the SDK can
+/// only ever exchange the right pair.
+pub trait HookKind {
+    /// Which hook this is.
+    const HOOK: Hook;
+    /// What the host sends in the envelope's `input` field.
+    type Input: Serialize + DeserializeOwned;
+    /// What the policy answers in the reply's `ok` field.
+    type Output: Serialize + DeserializeOwned;
+
+    /// The refusal for this hook: what a policy that cannot decide, or a
+    /// policy that failed, answers. Denies, skips or refuses; never allows.
+    fn refusal(code: &str, reason: String) -> Self::Output;
+}
+
+/// Marker for the `authorize` hook.
+#[derive(Debug)]
+pub enum Authorize {}
+/// Marker for the `billing` hook.
+#[derive(Debug)]
+pub enum Billing {}
+/// Marker for the `transition` hook.
+#[derive(Debug)]
+pub enum Transition {}
+/// Marker for the `validate_settings` hook.
+#[derive(Debug)]
+pub enum ValidateSettings {}
+
+impl HookKind for Authorize {
+    const HOOK: Hook = Hook::Authorize;
+    type Input = AuthorizeInput;
+    type Output = AuthorizeDecision;
+
+    fn refusal(code: &str, reason: String) -> AuthorizeDecision {
+        AuthorizeDecision::deny(code, reason)
+    }
+}
+
+impl HookKind for Billing {
+    const HOOK: Hook = Hook::Billing;
+    type Input = BillingInput;
+    type Output = BillingDecision;
+
+    fn refusal(code: &str, reason: String) -> BillingDecision {
+        BillingDecision::Skip {
+            code: code.to_owned(),
+            reason,
+        }
+    }
+}
+
+impl HookKind for Transition {
+    const HOOK: Hook = Hook::Transition;
+    type Input = TransitionInput;
+    type Output = TransitionDecision;
+
+    fn refusal(code: &str, reason: String) -> TransitionDecision {
+        TransitionDecision::Refuse {
+            code: code.to_owned(),
+            reason,
+        }
+    }
+}
+
+impl HookKind for ValidateSettings {
+    const HOOK: Hook = Hook::ValidateSettings;
+    type Input = Value;
+    type Output = SettingsVerdict;
+
+    fn refusal(code: &str, reason: String) -> SettingsVerdict {
+        SettingsVerdict::Invalid {
+            errors: vec![format!("{code}: {reason}")],
+        }
+    }
+}
+
+/// What the host writes into guest memory for every hook call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<S, I> {
+    /// The host's clock at the time of the request; policies have no other.
+    pub now: Timestamp,
+    /// The operator's settings for this policy set (`{}` when none).
+    pub settings: S,
+    /// The hook's input.
+    pub input: I,
+}
+
+/// What a policy writes back: `{"ok": output}`, or `{"error": "message"}`
+/// when it could not read its input. The host turns an error into a
+/// fail-closed decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply<T> {
+    /// The hook's output.
+    Ok(T),
+    /// Why the policy could not answer.
+    Error(String),
+}
+
+/// Who asks for an action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorKind {
+    /// A member of the operator's staff, in the back office.
+    Staff,
+    /// The customer, through a self-service portal.
+    SelfService,
+    /// The host or the backend acting on its own (scheduler, billing run).
+    System,
+}
+
+impl ActorKind {
+    /// The kind's name as used in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ActorKind::Staff => "staff",
+            ActorKind::SelfService => "self_service",
+            ActorKind::System => "system",
+        }
+    }
+}
+
+/// An actor: its kind and the backend's id for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// Staff, self-service or system.
+    pub kind: ActorKind,
+    /// The backend's id of the staff member, customer or system component.
+    pub id: String,
+}
+
+impl Actor {
+    /// A staff member.
+    pub fn staff(id: impl Into<String>) -> Self {
+        Actor {
+            kind: ActorKind::Staff,
+            id: id.into(),
+        }
+    }
+
+    /// The customer in a self-service portal.
+    pub fn self_service(id: impl Into<String>) -> Self {
+        Actor {
+            kind: ActorKind::SelfService,
+            id: id.into(),
+        }
+    }
+
+    /// The host or backend acting on its own.
+    pub fn system(id: impl Into<String>) -> Self {
+        Actor {
+            kind: ActorKind::System,
+            id: id.into(),
+        }
+    }
+}
+
+/// What kind of thing a subject is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectKind {
+    /// A customer, member or debtor.
+    Customer,
+    /// A contract, membership or subscription.
+    Contract,
+    /// An invoice.
+    Invoice,
+    /// A collections case.
+    Case,
+}
+
+/// Names a subject by kind and the backend's own id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SubjectRef {
+    /// What kind of subject.
+    pub kind: SubjectKind,
+    /// The backend's id of it.
+    pub id: String,
+}
+
+/// A lock on a subject.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    /// The host's id of the lock, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// What the lock blocks, for example `full`, `access` or `login`.
+    pub kind: String,
+    /// Who locked.
+    pub actor: Actor,
+    /// Why, usually one of the operator's configured reasons.
+    pub reason: String,
+    /// A free-text message for the customer or the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the lock took effect.
+    pub since: Timestamp,
+    /// When a timed lock ends; `None` for a lock that stays until lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Timestamp>,
+}
+
+impl Lock {
+    /// Whether the lock is in force at `now`: started, and not yet ended.
+    pub fn is_active_at(&self, now: Timestamp) -> bool {
+        self.since <= now && self.until.is_none_or(|until| now < until)
+    }
+}
+
+/// A snapshot of a subject as the host and backend know it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Subject {
+    /// What kind of subject.
+    pub kind: SubjectKind,
+    /// The backend's id of it.
+    pub id: String,
+    /// Its lifecycle status (`active`, `ended`, `deactivated`...), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Named on/off switches, such as a contract's `automatic_billing`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub switches: BTreeMap<String, bool>,
+    /// The locks placed on this subject itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locks: Vec<Lock>,
+    /// The subject this one belongs to (a contract's customer, an invoice's
+    /// case), whose locks apply here as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Box<Subject>>,
+    /// Anything else the backend passes along for the policy.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub attributes: serde_json::Map<String, Value>,
+}
+
+impl Subject {
+    /// A subject with no status, switches, locks, parent or attributes.
+    pub fn new(kind: SubjectKind, id: impl Into<String>) -> Self {
+        Subject {
+            kind,
+            id: id.into(),
+            status: None,
+            switches: BTreeMap::new(),
+            locks: Vec::new(),
+            parent: None,
+            attributes: serde_json::Map::new(),
+        }
+    }
+
+    /// This subject's reference.
+    pub fn reference(&self) -> SubjectRef {
+        SubjectRef {
+            kind: self.kind,
+            id: self.id.clone(),
+        }
+    }
+
+    /// Every lock in force at `now`, on this subject or on any subject it
+    /// belongs to.
+    pub fn active_locks(&self, now: Timestamp) -> impl Iterator<Item = &Lock> {
+        std::iter::successors(Some(self), |subject| subject.parent.as_deref())
+            .flat_map(|subject| subject.locks.iter())
+            .filter(move |lock| lock.is_active_at(now))
+    }
+
+    /// Whether any lock is in force at `now` on this subject or its parents.
+    pub fn is_locked(&self, now: Timestamp) -> bool {
+        self.active_locks(now).next().is_some()
+    }
+
+    /// The value of a named switch; a switch never set is off.
+    pub fn switch(&self, name: &str) -> bool {
+        self.switches.get(name).copied().unwrap_or(false)
+    }
+}
+
+/// Input of the `authorize` hook.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuthorizeInput {
+    /// The action to run, in the operator's vocabulary (`change_contract`).
+    pub action: String,
+    /// Who asks.
+    pub actor: Actor,
+    /// What the action runs on, with its locks.
+    pub subject: Subject,
+    /// The acknowledgements the caller gives with the request (COL-3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acknowledgements: Vec<String>,
+    /// Action parameters.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub params: Value,
+}
+
+/// An acknowledgement a request must carry before it is allowed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    /// Machine code the caller sends back in `acknowledgements`.
+    pub code: String,
+    /// What the person acknowledges, in words.
+    pub reason: String,
+}
+
+/// Output of the `authorize` hook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum AuthorizeDecision {
+    /// The action may run.
+    Allow,
+    /// The action may not run.
+    Deny {
+        /// Machine code, stable across versions (`customer_locked`).
+        code: String,
+        /// Why, in words a staff member can act on.
+        reason: String,
+    },
+    /// The action may run once the caller repeats it with these
+    /// acknowledgements.
+    NeedsConfirmation {
+        /// Every acknowledgement still missing.
+        required: Vec<Acknowledgement>,
+    },
+}
+
+impl AuthorizeDecision {
+    /// A denial with a machine code and a reason.
+    pub fn deny(code: impl Into<String>, reason: impl Into<String>) -> Self {
+        AuthorizeDecision::Deny {
+            code: code.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether the decision is `allow`.
+    pub fn is_allow(&self) -> bool {
+        matches!(self, AuthorizeDecision::Allow)
+    }
+}
+
+/// How often a contract is billed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cycle {
+    /// How many units make one period.
+    pub every: u32,
+    /// The unit.
+    pub unit: CycleUnit,
+}
+
+/// The unit of a billing cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CycleUnit {
+    /// Calendar days.
+    Day,
+    /// Calendar months (a period starting on the 31st ends on the last day
+    /// of a shorter month).
+    Month,
+}
+
+/// Input of the `billing` hook.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BillingInput {
+    /// The contract to bill, with its customer as `parent`.
+    pub contract: Subject,
+    /// The end of the last period billed; the next period starts here.
+    pub billed_until: Timestamp,
+    /// The contract's billing cycle.
+    pub cycle: Cycle,
+}
+
+/// A billing period, `start` inclusive, `end` exclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Period {
+    /// First instant of the period.
+    pub start: Timestamp,
+    /// First instant after the period.
+    pub end: Timestamp,
+}
+
+/// Output of the `billing` hook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum BillingDecision {
+    /// Bill these periods, oldest first (several when catching up).
+    Proceed {
+        /// The periods to bill.
+        periods: Vec<Period>,
+    },
+    /// Do not bill now.
+    Skip {
+        /// Machine code (`customer_locked`).
+        code: String,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// What made a transition happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// Someone ran an action.
+    Action,
+    /// A timed lock reached its end.
+    Expired,
+    /// A scheduled transition fell due.
+    Scheduled,
+}
+
+/// Input of the `transition` hook.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TransitionInput {
+    /// What made the transition happen.
+    pub trigger: Trigger,
+    /// The action (`lock`, `unlock`, `end_contract`, `deactivate_case`...).
+    pub action: String,
+    /// Who runs it; the system for expiries and schedules.
+    pub actor: Actor,
+    /// What it runs on.
+    pub subject: Subject,
+    /// Action parameters.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub params: Value,
+}
+
+/// A change the host applies (or hands back to the backend) when a
+/// transition is accepted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    /// Place a lock; the transition's actor is recorded as who locked.
+    SetLock {
+        /// The subject to lock.
+        subject: SubjectRef,
+        /// What the lock blocks.
+        kind: String,
+        /// Why.
+        reason: String,
+        /// A free-text message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        /// When a timed lock ends.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<Timestamp>,
+    },
+    /// Lift locks of a kind (or all locks) from a subject.
+    LiftLock {
+        /// The subject to unlock.
+        subject: SubjectRef,
+        /// Only locks of this kind; all when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<String>,
+        /// Why.
+        reason: String,
+    },
+    /// Run `action` on `subject` at `at`, with trigger `scheduled`.
+    Schedule {
+        /// The subject the action will run on.
+        subject: SubjectRef,
+        /// When.
+        at: Timestamp,
+        /// Which action.
+        action: String,
+        /// Its parameters.
+        #[serde(default, skip_serializing_if = "Value::is_null")]
+        params: Value,
+    },
+    /// Drop a pending scheduled `action` on `subject`.
+    CancelSchedule {
+        /// The subject.
+        subject: SubjectRef,
+        /// Which action.
+        action: String,
+    },
+    /// Set a subject's lifecycle status.
+    SetStatus {
+        /// The subject.
+        subject: SubjectRef,
+        /// The new status.
+        status: String,
+    },
+    /// Turn a named switch on or off.
+    SetSwitch {
+        /// The subject.
+        subject: SubjectRef,
+        /// The switch (`automatic_billing`).
+        switch: String,
+        /// On or off.
+        on: bool,
+    },
+    /// Lock an invoice with a status (`collection_deactivated`).
+    LockInvoice {
+        /// The invoice's id.
+        invoice: String,
+        /// The status it is locked with.
+        status: String,
+    },
+    /// Tell the backend something happened.
+    Notify {
+        /// The event name (`customer.locked`).
+        event: String,
+        /// What it is about.
+        subject: SubjectRef,
+        /// Anything else.
+        #[serde(default, skip_serializing_if = "Value::is_null")]
+        data: Value,
+    },
+}
+
+/// Output of the `transition` hook.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum TransitionDecision {
+    /// Accept the transition and apply these effects, in order.
+    Apply {
+        /// The effects.
+        effects: Vec<Effect>,
+    },
+    /// Refuse the transition; nothing changes.
+    Refuse {
+        /// Machine code (`case_deactivated`).
+        code: String,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// Output of the `validate_settings` hook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum SettingsVerdict {
+    /// The settings are acceptable.
+    Valid,
+    /// The settings are refused.
+    Invalid {
+        /// One message per problem, each naming the field and value.
+        errors: Vec<String>,
+    },
+}
