@@ -47,7 +47,8 @@ pub enum Isolation {
     Fresh,
     /// Warm instances kept between evaluations, one per concurrent caller,
     /// thrown away after any failure. Faster; a policy's statics survive
-    /// from one evaluation to the next.
+    /// from one evaluation to the next, so the fuel an input spends may vary
+    /// with what ran before it.
     Reuse,
 }
 

@@ -446,7 +446,7 @@ fn classify(error: &wasmtime::Error, limits: Limits) -> Failure {
         Some(Trap::StackOverflow) => {
             Failure::new(FailureKind::StackOverflow, "call stack exhausted")
         }
-        Some(trap) => Failure::new(FailureKind::Trap, format!("wasm trap: {trap}")),
+        Some(trap) => Failure::new(FailureKind::Trap, trap.to_string()),
         None => Failure::new(FailureKind::Instantiation, format!("{error:#}")),
     }
 }

@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use crate::wire::{
     Authorize, Billing, Envelope, Hook, HookKind, Reply, SettingsVerdict, Transition,
-    ValidateSettings,
 };
 use crate::{Context, Policy};
 
@@ -44,13 +43,25 @@ fn respond<P: Policy, H: HookKind>(
 }
 
 fn validate_settings<P: Policy>(envelope: &[u8]) -> Vec<u8> {
-    let verdict = match serde_json::from_slice::<Envelope<P::Settings, serde_json::Value>>(envelope)
-    {
-        Ok(envelope) => match P::validate_settings(&envelope.settings) {
+    let settings =
+        match serde_json::from_slice::<Envelope<serde_json::Value, serde_json::Value>>(envelope) {
+            Ok(envelope) => envelope.settings,
+            Err(error) => {
+                return encode(&Reply::<()>::Error(format!(
+                    "cannot read `validate_settings` input: {error}"
+                )));
+            }
+        };
+    // Decoded apart from the envelope so an error names the settings field
+    // (`allowed_while_locked[2]`), not a column of the envelope.
+    let verdict = match serde_path_to_error::deserialize::<_, P::Settings>(settings) {
+        Ok(settings) => match P::validate_settings(&settings) {
             Ok(()) => SettingsVerdict::Valid,
             Err(errors) => SettingsVerdict::Invalid { errors },
         },
-        Err(error) => ValidateSettings::refusal("invalid_settings", error.to_string()),
+        Err(error) => SettingsVerdict::Invalid {
+            errors: vec![format!("{}: {}", error.path(), error.inner())],
+        },
     };
     encode(&Reply::Ok(verdict))
 }

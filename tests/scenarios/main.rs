@@ -1,1 +1,6 @@
-fn main() {}
+//! End-to-end scenarios through rulehost's public API, with the policy sets
+//! compiled to wasm (`rulehost::bundled`) and hand-written WAT modules.
+
+mod abi;
+mod subscription;
+mod support;
