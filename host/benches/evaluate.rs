@@ -1,1 +1,243 @@
-fn main() {}
+//! The SUB-4 decision "customer locked, action `change_contract`" (a deny)
+//! and an allowed action (`end_contract`), five ways side by side:
+//!
+//! - (a) `wasm_fresh`: the compiled subscription policy via the host, a
+//!   clean instance per evaluation;
+//! - (b) `wasm_reuse`: the same with warm instances;
+//! - (c) `native_json`: the same policy code compiled natively, called with
+//!   the same JSON envelope and decoding the same reply;
+//! - (d) `native_typed`: the policy's Rust method, no JSON;
+//! - (e) `cedar`: the equivalent rule in Cedar, policies and entities built
+//!   once, the request built per call.
+//!
+//! Run with `cargo bench -p rulehost --bench evaluate`. After criterion's
+//! report it prints the medians and the ratios a/e, b/e and b/c.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use cedar_policy::{
+    Authorizer, Context as CedarContext, Decision, Entities, EntityId, EntityTypeName, EntityUid,
+    Request,
+};
+use criterion::Criterion;
+use rulehost::wire::{
+    Actor, Authorize, AuthorizeDecision, AuthorizeInput, Envelope, Hook, Lock, Reply, Subject,
+    SubjectKind, Timestamp,
+};
+use rulehost::{Engine, EngineConfig, Isolation, PolicyId, PolicySet, Settings};
+use rulehost_policy_subscription::Subscription;
+use rulehost_sdk::{Context, Policy};
+use serde_json::value::RawValue;
+
+const WAYS: [&str; 5] = [
+    "wasm_fresh",
+    "wasm_reuse",
+    "native_json",
+    "native_typed",
+    "cedar",
+];
+const CASES: [(&str, &str, bool); 2] = [
+    ("sub4_locked_change_contract", "change_contract", false),
+    ("sub4_locked_end_contract", "end_contract", true),
+];
+
+const CEDAR_POLICIES: &str = r#"
+permit(principal, action, resource) unless { resource.customer.locked };
+permit(
+  principal,
+  action in [Action::"end_contract", Action::"terminate_extraordinarily", Action::"annul_contract", Action::"postpone_contract"],
+  resource
+);
+"#;
+
+fn now() -> Timestamp {
+    "2026-11-22T10:00:00Z".parse().expect("timestamp")
+}
+
+fn input(action: &str) -> AuthorizeInput {
+    let mut customer = Subject::new(SubjectKind::Customer, "c-1");
+    customer.locks.push(Lock {
+        id: Some("l-1".into()),
+        kind: "full".into(),
+        actor: Actor::staff("anna"),
+        reason: "payment_default".into(),
+        message: None,
+        since: "2026-11-01T00:00:00Z".parse().expect("timestamp"),
+        until: None,
+    });
+    let mut contract = Subject::new(SubjectKind::Contract, "k-1");
+    contract.parent = Some(Box::new(customer));
+    AuthorizeInput {
+        action: action.into(),
+        actor: Actor::staff("anna"),
+        subject: contract,
+        acknowledgements: vec![],
+        params: serde_json::Value::Null,
+    }
+}
+
+fn load(isolation: Isolation) -> PolicySet {
+    let engine = Engine::new(EngineConfig {
+        isolation,
+        ..EngineConfig::default()
+    })
+    .expect("engine");
+    let wasm = rulehost::bundled::get("subscription").expect("bundled subscription policy");
+    engine
+        .load(PolicyId::new("subscription", 1), wasm)
+        .expect("policy loads")
+}
+
+/// The native policy called exactly as the host calls the wasm one: encode
+/// the envelope, run the policy's JSON entry point, decode the reply.
+fn native_json(input: &AuthorizeInput, settings: &RawValue) -> AuthorizeDecision {
+    let envelope = serde_json::to_vec(&Envelope {
+        now: now(),
+        settings,
+        input,
+    })
+    .expect("encode");
+    let reply = rulehost_sdk::handle_json::<Subscription>(Hook::Authorize, &envelope);
+    match serde_json::from_slice::<Reply<AuthorizeDecision>>(&reply).expect("decode") {
+        Reply::Ok(decision) => decision,
+        Reply::Error(message) => panic!("{message}"),
+    }
+}
+
+struct Cedar {
+    authorizer: Authorizer,
+    policies: cedar_policy::PolicySet,
+    entities: Entities,
+    staff: EntityTypeName,
+    action: EntityTypeName,
+    contract: EntityTypeName,
+}
+
+impl Cedar {
+    fn new() -> Self {
+        let entities = serde_json::json!([
+            { "uid": { "type": "Customer", "id": "c-1" }, "attrs": { "locked": true }, "parents": [] },
+            { "uid": { "type": "Contract", "id": "k-1" }, "attrs": { "customer": { "__entity": { "type": "Customer", "id": "c-1" } } }, "parents": [] },
+            { "uid": { "type": "Staff", "id": "anna" }, "attrs": {}, "parents": [] }
+        ]);
+        Cedar {
+            authorizer: Authorizer::new(),
+            policies: CEDAR_POLICIES.parse().expect("cedar policies"),
+            entities: Entities::from_json_value(entities, None).expect("cedar entities"),
+            staff: EntityTypeName::from_str("Staff").expect("type"),
+            action: EntityTypeName::from_str("Action").expect("type"),
+            contract: EntityTypeName::from_str("Contract").expect("type"),
+        }
+    }
+
+    /// Builds the request from the same strings the other ways get.
+    fn is_allowed(&self, input: &AuthorizeInput) -> bool {
+        let uid = |kind: &EntityTypeName, id: &str| {
+            EntityUid::from_type_name_and_id(kind.clone(), EntityId::from_str(id).expect("id"))
+        };
+        let request = Request::new(
+            uid(&self.staff, &input.actor.id),
+            uid(&self.action, &input.action),
+            uid(&self.contract, &input.subject.id),
+            CedarContext::empty(),
+            None,
+        )
+        .expect("request");
+        self.authorizer
+            .is_authorized(&request, &self.policies, &self.entities)
+            .decision()
+            == Decision::Allow
+    }
+}
+
+fn main() {
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("criterion-evaluate");
+    let mut criterion = Criterion::default()
+        .output_directory(&out_dir)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50)
+        .configure_from_args();
+
+    let fresh = load(Isolation::Fresh);
+    let reuse = load(Isolation::Reuse);
+    let settings = Settings::empty();
+    let raw_settings = RawValue::from_string("{}".to_owned()).expect("json");
+    let ctx = Context {
+        now: now(),
+        settings: rulehost_policy_subscription::Settings::default(),
+    };
+    let cedar = Cedar::new();
+
+    for (name, action, allowed) in CASES {
+        let input = input(action);
+        // Every way must reach the same decision before it is timed.
+        let check = |decision: &AuthorizeDecision| {
+            assert_eq!(decision.is_allow(), allowed, "{name}: {decision:?}")
+        };
+        check(
+            &fresh
+                .evaluate::<Authorize>("bench", now(), &settings, &input)
+                .decision,
+        );
+        check(
+            &reuse
+                .evaluate::<Authorize>("bench", now(), &settings, &input)
+                .decision,
+        );
+        check(&native_json(&input, &raw_settings));
+        check(&Subscription::authorize(&ctx, &input));
+        assert_eq!(cedar.is_allowed(&input), allowed, "{name}: cedar");
+
+        let mut group = criterion.benchmark_group(name);
+        group.bench_function(WAYS[0], |b| {
+            b.iter(|| fresh.evaluate::<Authorize>("bench", now(), &settings, black_box(&input)))
+        });
+        group.bench_function(WAYS[1], |b| {
+            b.iter(|| reuse.evaluate::<Authorize>("bench", now(), &settings, black_box(&input)))
+        });
+        group.bench_function(WAYS[2], |b| {
+            b.iter(|| native_json(black_box(&input), &raw_settings))
+        });
+        group.bench_function(WAYS[3], |b| {
+            b.iter(|| Subscription::authorize(&ctx, black_box(&input)))
+        });
+        group.bench_function(WAYS[4], |b| b.iter(|| cedar.is_allowed(black_box(&input))));
+        group.finish();
+    }
+    criterion.final_summary();
+    report(&out_dir);
+}
+
+/// Criterion's median estimate for one benchmark, in nanoseconds.
+fn median_ns(out_dir: &Path, group: &str, way: &str) -> Option<f64> {
+    let path: PathBuf = out_dir.join(group).join(way).join("new/estimates.json");
+    let estimates: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    estimates["median"]["point_estimate"].as_f64()
+}
+
+fn report(out_dir: &Path) {
+    println!("\nmedians (ns per decision) and ratios");
+    for (group, _, _) in CASES {
+        let medians: Vec<Option<f64>> = WAYS
+            .iter()
+            .map(|way| median_ns(out_dir, group, way))
+            .collect();
+        let [Some(a), Some(b), Some(c), Some(d), Some(e)] = medians[..] else {
+            println!("{group}: not all five ways ran (filtered?)");
+            continue;
+        };
+        println!(
+            "{group}: (a) wasm_fresh {a:.0}  (b) wasm_reuse {b:.0}  (c) native_json {c:.0}  (d) native_typed {d:.0}  (e) cedar {e:.0}"
+        );
+        println!(
+            "{group}: a/e {:.2}  b/e {:.2}  b/c {:.2}",
+            a / e,
+            b / e,
+            b / c
+        );
+    }
+}

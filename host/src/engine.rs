@@ -199,9 +199,9 @@ impl Engine {
     /// [`Error::ReadPolicy`] when the file cannot be read, otherwise as
     /// [`Engine::load`], naming the file.
     pub fn load_file(&self, path: &Path, id: Option<PolicyId>) -> Result<PolicySet> {
-        let bytes = std::fs::read(path).map_err(|source| Error::ReadPolicy {
+        let bytes = std::fs::read(path).map_err(|io| Error::ReadPolicy {
             path: path.to_path_buf(),
-            source,
+            io,
         })?;
         let id = id.unwrap_or_else(|| {
             let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());

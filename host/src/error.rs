@@ -25,12 +25,12 @@ pub enum Error {
     },
 
     /// A policy file could not be read.
-    #[error("cannot read policy file `{}`: {source}", path.display())]
+    #[error("cannot read policy file `{}`: {io}", path.display())]
     ReadPolicy {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error, part of the message.
+        io: std::io::Error,
     },
 
     /// No operator with this id is installed.

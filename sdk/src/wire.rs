@@ -36,8 +36,65 @@ impl From<OffsetDateTime> for Timestamp {
     }
 }
 
+impl Timestamp {
+    /// The canonical form `YYYY-MM-DDTHH:MM:SSZ`, when the time is UTC, in
+    /// whole seconds and within years 0..=9999: the form the host writes.
+    fn canonical(self) -> Option<[u8; 20]> {
+        let t = self.0;
+        if !t.offset().is_utc() || t.nanosecond() != 0 || !(0..=9999).contains(&t.year()) {
+            return None;
+        }
+        let mut out = *b"0000-00-00T00:00:00Z";
+        let mut put = |at: usize, value: u32, digits: usize| {
+            let mut value = value;
+            for i in (0..digits).rev() {
+                out[at + i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, t.year() as u32, 4);
+        put(5, u8::from(t.month()).into(), 2);
+        put(8, t.day().into(), 2);
+        put(11, t.hour().into(), 2);
+        put(14, t.minute().into(), 2);
+        put(17, t.second().into(), 2);
+        Some(out)
+    }
+
+    /// Parses the canonical form without the general RFC 3339 parser;
+    /// `None` for anything else.
+    fn parse_canonical(text: &str) -> Option<Self> {
+        let b = text.as_bytes();
+        if b.len() != 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || b[10] != b'T'
+            || b[13] != b':'
+            || b[16] != b':'
+            || b[19] != b'Z'
+        {
+            return None;
+        }
+        let num = |range: std::ops::Range<usize>| -> Option<u32> {
+            b[range].iter().try_fold(0u32, |acc, &c| {
+                c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+            })
+        };
+        let month = time::Month::try_from(num(5..7)? as u8).ok()?;
+        let date =
+            time::Date::from_calendar_date(num(0..4)? as i32, month, num(8..10)? as u8).ok()?;
+        let clock =
+            time::Time::from_hms(num(11..13)? as u8, num(14..16)? as u8, num(17..19)? as u8)
+                .ok()?;
+        Some(Timestamp(date.with_time(clock).assume_utc()))
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(text) = self.canonical() {
+            return f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?);
+        }
         match self.0.format(&Rfc3339) {
             Ok(text) => f.write_str(&text),
             Err(_) => write!(f, "{}", self.0),
@@ -49,19 +106,39 @@ impl FromStr for Timestamp {
     type Err = time::error::Parse;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        OffsetDateTime::parse(text, &Rfc3339).map(Timestamp)
+        match Timestamp::parse_canonical(text) {
+            Some(timestamp) => Ok(timestamp),
+            None => OffsetDateTime::parse(text, &Rfc3339).map(Timestamp),
+        }
     }
 }
 
 impl Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        time::serde::rfc3339::serialize(&self.0, serializer)
+        match self.canonical() {
+            Some(text) => serializer
+                .serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?),
+            None => time::serde::rfc3339::serialize(&self.0, serializer),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        time::serde::rfc3339::deserialize(deserializer).map(Timestamp)
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Timestamp;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an RFC 3339 date and time such as `2026-11-22T14:00:00Z`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Timestamp, E> {
+                text.parse()
+                    .map_err(|e| E::custom(format_args!("invalid date and time `{text}`: {e}")))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
     }
 }
 
@@ -678,4 +755,46 @@ pub enum SettingsVerdict {
         /// One message per problem, each naming the field and value.
         errors: Vec<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_in_canonical_and_general_form() {
+        for text in [
+            "2026-11-22T14:05:09Z",
+            "0001-01-01T00:00:00Z",
+            "2028-02-29T23:59:59Z",
+        ] {
+            let parsed: Timestamp = text.parse().unwrap();
+            assert_eq!(parsed.to_string(), text);
+            assert_eq!(
+                serde_json::to_string(&parsed).unwrap(),
+                format!("\"{text}\"")
+            );
+        }
+        let offset: Timestamp = "2026-11-22T15:05:09.5+01:00".parse().unwrap();
+        assert_eq!(offset, "2026-11-22T14:05:09.5Z".parse().unwrap());
+        assert_eq!(offset.to_string(), "2026-11-22T15:05:09.5+01:00");
+    }
+
+    #[test]
+    fn invalid_timestamps_are_refused_naming_the_value() {
+        for text in [
+            "2026-02-30T00:00:00Z",
+            "2026-11-22T24:00:00Z",
+            "2026-1x-22T00:00:00Z",
+            "yesterday",
+        ] {
+            let error = serde_json::from_str::<Timestamp>(&format!("\"{text}\""))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with(&format!("invalid date and time `{text}`: ")),
+                "{error}"
+            );
+        }
+    }
 }

@@ -33,18 +33,29 @@ pub const AUTOMATIC_BILLING: &str = "automatic_billing";
 pub const MAX_CATCH_UP_PERIODS: usize = 120;
 
 /// Operator settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// Contract actions still possible while the customer is locked.
-    pub allowed_while_locked: Vec<String>,
+    /// Contract actions still possible while the customer is locked;
+    /// [`CONTRACT_ACTIONS_WHILE_LOCKED`] when not set.
+    #[serde(default)]
+    pub allowed_while_locked: Option<Vec<String>>,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            allowed_while_locked: CONTRACT_ACTIONS_WHILE_LOCKED.map(String::from).to_vec(),
-        }
+impl Settings {
+    /// The contract actions still possible while the customer is locked.
+    pub fn allowed_while_locked(&self) -> impl Iterator<Item = &str> {
+        let configured = self
+            .allowed_while_locked
+            .as_deref()
+            .map(|list| list.iter().map(String::as_str));
+        let defaults = configured
+            .is_none()
+            .then_some(CONTRACT_ACTIONS_WHILE_LOCKED.into_iter());
+        configured
+            .into_iter()
+            .flatten()
+            .chain(defaults.into_iter().flatten())
     }
 }
 
@@ -56,12 +67,13 @@ impl Policy for Subscription {
 
     fn validate_settings(settings: &Settings) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
-        for (index, action) in settings.allowed_while_locked.iter().enumerate() {
+        let allowed = settings.allowed_while_locked.as_deref().unwrap_or_default();
+        for (index, action) in allowed.iter().enumerate() {
             if action.trim().is_empty() {
                 errors.push(format!(
                     "allowed_while_locked[{index}]: action `{action}` is empty"
                 ));
-            } else if settings.allowed_while_locked[..index].contains(action) {
+            } else if allowed[..index].contains(action) {
                 errors.push(format!(
                     "allowed_while_locked[{index}]: action `{action}` is listed twice"
                 ));
@@ -94,11 +106,7 @@ impl Policy for Subscription {
             (_, Some(_)) if UNAFFECTED_BY_LOCK.contains(&action) => AuthorizeDecision::Allow,
             (_, Some(_))
                 if input.subject.kind == SubjectKind::Contract
-                    && ctx
-                        .settings
-                        .allowed_while_locked
-                        .iter()
-                        .any(|a| a == action) =>
+                    && ctx.settings.allowed_while_locked().any(|a| a == action) =>
             {
                 AuthorizeDecision::Allow
             }
@@ -148,8 +156,7 @@ fn refuse_while_locked(
         SubjectKind::Contract => format!(
             "only {} are possible on a contract",
             ctx.settings
-                .allowed_while_locked
-                .iter()
+                .allowed_while_locked()
                 .map(|a| format!("`{a}`"))
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -337,7 +344,11 @@ mod tests {
     #[test]
     fn settings_errors_name_the_field_and_value() {
         let settings = Settings {
-            allowed_while_locked: vec!["end_contract".into(), " ".into(), "end_contract".into()],
+            allowed_while_locked: Some(vec![
+                "end_contract".into(),
+                " ".into(),
+                "end_contract".into(),
+            ]),
         };
         assert_eq!(
             Subscription::validate_settings(&settings),
