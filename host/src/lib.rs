@@ -64,3 +64,8 @@ pub mod bundled {
             .map(|(_, wasm)| *wasm)
     }
 }
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use rulehost::wire::{Authorize, Billing, Hook, HookKind, Timestamp, Transition, ValidateSettings};
-use rulehost::{Engine, EngineConfig, Isolation, PolicySet, Settings};
+use rulehost::{Engine, EngineConfig, Isolation, PolicyId, PolicySet, Settings};
 use serde_json::Value;
 
 /// rulehost: lifecycle rules for SaaS backends, decided by sandboxed
@@ -27,7 +27,9 @@ enum Command {
     /// `diagnostic` says why); non-zero with a one-line error for bad
     /// arguments, bad input or a policy that cannot be loaded.
     Eval {
-        /// The policy module: a `.wasm` binary or `.wat` text.
+        /// The policy module: a `.wasm` binary or `.wat` text, or
+        /// `bundled:FLAVOUR` for a policy set built into this binary
+        /// (`bundled:subscription`).
         #[arg(long, value_name = "FILE")]
         policy: PathBuf,
         /// The hook: `authorize`, `billing`, `transition` or `validate_settings`.
@@ -72,7 +74,7 @@ fn run(cli: Cli) -> Result<()> {
                 isolation: Isolation::Fresh,
                 ..EngineConfig::default()
             })?;
-            let policy = engine.load_file(&policy, None)?;
+            let policy = load_policy(&engine, &policy)?;
             let input = match input {
                 Some(path) => std::fs::read(&path)
                     .with_context(|| format!("cannot read input `{}`", path.display()))?,
@@ -107,6 +109,24 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Loads a policy file, or a bundled policy set named `bundled:FLAVOUR`.
+fn load_policy(engine: &Engine, policy: &std::path::Path) -> Result<PolicySet> {
+    let Some(flavour) = policy.to_str().and_then(|p| p.strip_prefix("bundled:")) else {
+        return Ok(engine.load_file(policy, None)?);
+    };
+    let Some(wasm) = rulehost::bundled::get(flavour) else {
+        let known: Vec<&str> = rulehost::bundled::ALL
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
+        bail!(
+            "no bundled policy set `{flavour}`: bundled are `{}`",
+            known.join("`, `")
+        );
+    };
+    Ok(engine.load(PolicyId::new(flavour, 0), wasm)?)
 }
 
 /// Decodes `input` as hook `H`'s input, evaluates, and renders the

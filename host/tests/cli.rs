@@ -207,3 +207,36 @@ fn eval_refuses_bad_arguments_and_input_naming_them() {
         "error: input is not a valid `authorize` input: invalid type: integer `3`, expected a string at line 1 column 12"
     );
 }
+
+#[test]
+fn eval_runs_a_bundled_policy_set_on_the_readme_request() {
+    let request = workspace().join("examples/requests/sub4-locked-change-contract.json");
+    let output = rulehost(
+        &[
+            "eval",
+            "--policy",
+            "bundled:subscription",
+            "--hook",
+            "authorize",
+            "--input",
+            request.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let evaluation: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(evaluation["decision"]["code"], "customer_locked");
+
+    let unknown = rulehost(
+        &["eval", "--policy", "bundled:bakery", "--hook", "authorize"],
+        Some("{}"),
+    );
+    assert_eq!(
+        one_line_error(&unknown),
+        "error: no bundled policy set `bakery`: bundled are `subscription`"
+    );
+}
