@@ -4,8 +4,6 @@
 
 use std::path::PathBuf;
 
-use rulehost_sdk::wire::Hook;
-
 use crate::Diagnostic;
 
 /// Everything that can go wrong in the host outside a policy's decision.
@@ -124,8 +122,3 @@ pub enum LoadError {
 
 /// The host's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Names a hook a policy does not export, for messages.
-pub(crate) fn missing_hook_message(policy: &str, hook: Hook) -> String {
-    format!("policy `{policy}` does not export hook `{hook}`")
-}

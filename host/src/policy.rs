@@ -18,7 +18,7 @@ use wasmtime::{
 };
 
 use crate::engine::{Engine, Isolation, Limits, PolicyId};
-use crate::error::{LoadError, missing_hook_message};
+use crate::error::LoadError;
 use crate::evaluation::{Diagnostic, Evaluation, Failure, FailureKind};
 use crate::operators::Settings;
 
@@ -258,7 +258,7 @@ impl Inner {
         decode: impl FnOnce(&[u8]) -> Result<T, Failure>,
     ) -> (Result<T, Failure>, u64, Vec<String>) {
         let Some(export) = &self.exports.hooks[hook_index(hook)] else {
-            let message = missing_hook_message(&self.id.to_string(), hook);
+            let message = format!("policy `{}` does not export hook `{hook}`", self.id);
             return (
                 Err(Failure::new(FailureKind::MissingHook, message)),
                 0,
@@ -277,7 +277,7 @@ impl Inner {
             Ok(warm) => warm,
             Err(failure) => return (Err(failure), 0, Vec::new()),
         };
-        let result = warm.call(export, envelope, self.limits, decode);
+        let result = warm.call(export, envelope, decode);
         let left = warm.store.get_fuel().unwrap_or(0);
         let logs = std::mem::take(&mut warm.store.data_mut().logs);
         if result.is_ok() {
@@ -299,6 +299,7 @@ impl Inner {
 
 /// An instance with its store and the exports every call needs.
 struct Warm {
+    limits: Limits,
     store: Store<Sandbox>,
     instance: Instance,
     memory: Memory,
@@ -332,6 +333,7 @@ impl Warm {
             })?;
         let alloc = typed(&mut store, instance, &inner.exports.alloc)?;
         Ok(Warm {
+            limits,
             store,
             instance,
             memory,
@@ -340,28 +342,26 @@ impl Warm {
     }
 
     fn abi_version(&mut self, module: &wasmtime::Module) -> Result<i32, Failure> {
-        let limits_fuel = self.store.get_fuel().unwrap_or(0);
         let export = module
             .get_export_index(ABI_VERSION_EXPORT)
             .ok_or_else(|| Failure::new(FailureKind::Instantiation, "no ABI version export"))?;
         let func: TypedFunc<(), i32> = typed(&mut self.store, self.instance, &export)?;
-        let version = func.call(&mut self.store, ()).map_err(|e| {
+        func.call(&mut self.store, ()).map_err(|e| {
+            let failure = classify(&e, self.limits);
             Failure::new(
-                FailureKind::Trap,
-                format!("`{ABI_VERSION_EXPORT}` failed: {e}"),
+                failure.kind,
+                format!("`{ABI_VERSION_EXPORT}` failed: {}", failure.message),
             )
-        });
-        self.store.set_fuel(limits_fuel).ok();
-        version
+        })
     }
 
     fn call<T>(
         &mut self,
         export: &ModuleExport,
         envelope: &[u8],
-        limits: Limits,
         decode: impl FnOnce(&[u8]) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
+        let limits = self.limits;
         self.store
             .set_fuel(limits.fuel)
             .map_err(|e| classify(&e, limits))?;

@@ -3,7 +3,6 @@
 
 use rulehost::wire::{
     Actor, AuthorizeDecision, BillingDecision, BillingInput, Cycle, CycleUnit, Period, Subject,
-    SubjectKind,
 };
 use rulehost::{Error, Isolation, Operators};
 use serde_json::json;
@@ -353,5 +352,4 @@ fn sub_1_only_staff_lock_and_unlock() {
             format!("the customer is already locked: {LOCK_TEXT}")
         )
     );
-    let _ = SubjectKind::Customer;
 }
