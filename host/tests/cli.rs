@@ -24,6 +24,17 @@ fn rulehost(args: &[&str], stdin: Option<&str>) -> Output {
     }
 }
 
+/// Runs `rulehost` expecting success and returns what it printed, as JSON.
+fn eval_json(args: &[&str], stdin: Option<&str>) -> serde_json::Value {
+    let output = rulehost(args, stdin);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -43,7 +54,7 @@ fn eval_prints_the_decision_of_a_wasm_policy_from_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = dir.path().join("subscription.wasm");
     std::fs::write(&wasm, rulehost::bundled::get("subscription").unwrap()).unwrap();
-    let output = rulehost(
+    let evaluation = eval_json(
         &[
             "eval",
             "--policy",
@@ -55,12 +66,6 @@ fn eval_prints_the_decision_of_a_wasm_policy_from_stdin() {
         ],
         Some(LOCKED_CHANGE),
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let evaluation: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(evaluation["policy"], "subscription@0");
     assert_eq!(evaluation["decision"]["decision"], "deny");
     assert_eq!(evaluation["decision"]["code"], "customer_locked");
@@ -80,7 +85,7 @@ fn eval_runs_a_wat_policy_from_an_input_file() {
     )
     .unwrap();
     let wat = workspace().join("tests/wat/portal_readonly.wat");
-    let output = rulehost(
+    let evaluation = eval_json(
         &[
             "eval",
             "--policy",
@@ -92,12 +97,6 @@ fn eval_runs_a_wat_policy_from_an_input_file() {
         ],
         None,
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let evaluation: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(
         evaluation["decision"],
         serde_json::json!({ "decision": "deny", "code": "self_service", "reason": "the portal may not do this" })
@@ -116,7 +115,7 @@ fn eval_exits_zero_with_a_diagnostic_for_a_fail_closed_decision() {
              (func (export "rulehost_authorize") (param i32 i32) (result i64) unreachable))"#,
     )
     .unwrap();
-    let output = rulehost(
+    let evaluation = eval_json(
         &[
             "eval",
             "--policy",
@@ -128,12 +127,6 @@ fn eval_exits_zero_with_a_diagnostic_for_a_fail_closed_decision() {
         ],
         Some(LOCKED_CHANGE),
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let evaluation: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(evaluation["decision"]["code"], "policy_failure");
     assert_eq!(evaluation["diagnostic"]["kind"], "trap");
     assert_eq!(
@@ -154,7 +147,7 @@ fn eval_refuses_an_unloadable_policy_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let wat = dir.path().join("wasi.wat");
     std::fs::write(&wat, r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))))"#).unwrap();
-    let output = rulehost(
+    let evaluation = eval_json(
         &[
             "eval",
             "--policy",
@@ -220,12 +213,6 @@ fn eval_runs_a_bundled_policy_set_on_the_readme_request() {
         ],
         None,
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let evaluation: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(evaluation["decision"]["code"], "customer_locked");
 
     let unknown = rulehost(
