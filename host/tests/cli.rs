@@ -147,7 +147,7 @@ fn eval_refuses_an_unloadable_policy_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let wat = dir.path().join("wasi.wat");
     std::fs::write(&wat, r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))))"#).unwrap();
-    let evaluation = eval_json(
+    let output = rulehost(
         &[
             "eval",
             "--policy",
@@ -201,7 +201,7 @@ fn eval_refuses_bad_arguments_and_input_naming_them() {
 #[test]
 fn eval_runs_a_bundled_policy_set_on_the_readme_request() {
     let request = workspace().join("examples/requests/sub4-locked-change-contract.json");
-    let output = rulehost(
+    let evaluation = eval_json(
         &[
             "eval",
             "--policy",
