@@ -215,9 +215,7 @@ impl Engine {
             policy: source.to_owned(),
             reason,
         };
-        let binary =
-            wat::parse_bytes(bytes).map_err(|e| refuse(LoadError::NotWasm(e.to_string())))?;
-        let sha256 = sha256_hex(&binary);
+        let (binary, sha256) = binary_and_sha256(bytes).map_err(refuse)?;
         let module = self.compile(&sha256, &binary).map_err(refuse)?;
         PolicySet::new(self, id, sha256, module).map_err(refuse)
     }
@@ -242,14 +240,21 @@ impl Engine {
 
     /// Whether a compiled module for this wasm binary is in the cache.
     pub fn is_cached(&self, wasm: &[u8]) -> bool {
-        let Ok(binary) = wat::parse_bytes(wasm) else {
+        let Ok((_, sha256)) = binary_and_sha256(wasm) else {
             return false;
         };
-        let sha256 = sha256_hex(&binary);
         self.cache
             .as_ref()
             .is_some_and(|c| c.get(&self.wasmtime, &sha256).is_some())
     }
+}
+
+/// The wasm binary of `bytes` (WAT text is translated) and its sha256, the
+/// key of a policy set's compiled module.
+fn binary_and_sha256(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, String), LoadError> {
+    let binary = wat::parse_bytes(bytes).map_err(|e| LoadError::NotWasm(e.to_string()))?;
+    let sha256 = sha256_hex(&binary);
+    Ok((binary, sha256))
 }
 
 /// `rulehost`.`log(ptr, len)`: keeps a bounded number of bounded lines.

@@ -7,7 +7,6 @@
 //! in there becomes a [`Failure`], and the caller gets the hook's
 //! fail-closed decision with a [`Diagnostic`].
 
-use std::io::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rulehost_sdk::wire::{ABI_VERSION, Envelope, Hook, HookKind, Reply, Timestamp};
@@ -257,7 +256,8 @@ impl Inner {
         envelope: &[u8],
         decode: impl FnOnce(&[u8]) -> Result<T, Failure>,
     ) -> (Result<T, Failure>, u64, Vec<String>) {
-        let Some(export) = &self.exports.hooks[hook_index(hook)] else {
+        let index = hook_index(hook);
+        let Some(export) = &self.exports.hooks[index] else {
             let message = format!("policy `{}` does not export hook `{hook}`", self.id);
             return (
                 Err(Failure::new(FailureKind::MissingHook, message)),
@@ -277,7 +277,7 @@ impl Inner {
             Ok(warm) => warm,
             Err(failure) => return (Err(failure), 0, Vec::new()),
         };
-        let result = warm.call(export, envelope, decode);
+        let result = warm.call(index, export, envelope, decode);
         let left = warm.store.get_fuel().unwrap_or(0);
         let logs = std::mem::take(&mut warm.store.data_mut().logs);
         if result.is_ok() {
@@ -304,6 +304,9 @@ struct Warm {
     instance: Instance,
     memory: Memory,
     alloc: TypedFunc<u32, u32>,
+    /// Hook functions resolved on first use, so a warm instance checks an
+    /// export's type once rather than on every call.
+    hooks: [Option<TypedFunc<(u32, u32), u64>>; Hook::ALL.len()],
 }
 
 impl Warm {
@@ -338,6 +341,7 @@ impl Warm {
             instance,
             memory,
             alloc,
+            hooks: [const { None }; Hook::ALL.len()],
         })
     }
 
@@ -357,6 +361,7 @@ impl Warm {
 
     fn call<T>(
         &mut self,
+        index: usize,
         export: &ModuleExport,
         envelope: &[u8],
         decode: impl FnOnce(&[u8]) -> Result<T, Failure>,
@@ -365,7 +370,10 @@ impl Warm {
         self.store
             .set_fuel(limits.fuel)
             .map_err(|e| classify(&e, limits))?;
-        let hook: TypedFunc<(u32, u32), u64> = typed(&mut self.store, self.instance, export)?;
+        if self.hooks[index].is_none() {
+            self.hooks[index] = Some(typed(&mut self.store, self.instance, export)?);
+        }
+        let hook = self.hooks[index].clone().expect("resolved just above");
         let len = u32::try_from(envelope.len()).map_err(|_| {
             Failure::new(
                 FailureKind::Instantiation,
@@ -486,7 +494,6 @@ pub(crate) fn encode_envelope<I: Serialize>(
     };
     // Writing to a Vec cannot fail, and the wire types always serialize.
     serde_json::to_writer(&mut buffer, &envelope).expect("wire types serialize to JSON");
-    buffer.flush().ok();
     buffer
 }
 
