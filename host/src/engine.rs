@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use serde::Serialize;
 use wasmtime::{Caller, Enabled, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
@@ -98,6 +99,20 @@ impl PolicyId {
 impl fmt::Display for PolicyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}@{}", self.name, self.version)
+    }
+}
+
+impl FromStr for PolicyId {
+    type Err = String;
+
+    /// Parses `name@version`; the error names the value.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        text.rsplit_once('@')
+            .and_then(|(name, version)| {
+                let version = version.parse().ok()?;
+                (!name.is_empty()).then(|| PolicyId::new(name, version))
+            })
+            .ok_or_else(|| format!("invalid policy id `{text}`: expected `name@version`"))
     }
 }
 

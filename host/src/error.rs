@@ -58,6 +58,105 @@ pub enum Error {
         /// What was given, abbreviated.
         got: String,
     },
+
+    /// The store failed (I/O, corruption, a full disk).
+    #[error("store: {0}")]
+    Store(String),
+
+    /// The store file could not be opened or migrated.
+    #[error("cannot open store `{}`: {reason}", path.display())]
+    OpenStore {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+
+    /// That policy version is already installed for the operator.
+    #[error("operator `{operator}` already has policy `{policy}` installed")]
+    PolicyVersionExists {
+        /// The operator.
+        operator: String,
+        /// `name@version`.
+        policy: String,
+    },
+
+    /// That policy version is not installed for the operator.
+    #[error("operator `{operator}` has no policy `{policy}` installed")]
+    UnknownPolicyVersion {
+        /// The operator.
+        operator: String,
+        /// `name@version`.
+        policy: String,
+    },
+
+    /// Rollback without an earlier active version.
+    #[error("operator `{0}` has no earlier policy version to roll back to")]
+    NothingToRollBack(String),
+
+    /// A subject changed between reading its state and applying a decision
+    /// about it; the caller may try again.
+    #[error("subject `{0}` changed while the decision was made; try again")]
+    Conflict(String),
+
+    /// The scheduled transition already fired or was cancelled.
+    #[error("scheduled transition `{0}` already fired or was cancelled")]
+    AlreadyFired(i64),
+
+    /// A write of a change could not be applied; nothing of the change was.
+    #[error("write {index} cannot be applied: {reason}")]
+    Write {
+        /// Its position in the change, from 0.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+
+    /// An effect of a decision could not be applied; nothing of the
+    /// decision was.
+    #[error(
+        "effect {index} (`{effect}`) of policy `{policy}` cannot be applied, nothing was changed: {reason}"
+    )]
+    Effect {
+        /// Its position in the decision's effects, from 0.
+        index: usize,
+        /// The effect's name (`lift_lock`).
+        effect: &'static str,
+        /// The deciding policy, `name@version`.
+        policy: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// The operator has no event with that sequence number.
+    #[error("operator `{operator}` has no event `{seq}`")]
+    UnknownEvent {
+        /// The operator.
+        operator: String,
+        /// The sequence number.
+        seq: u64,
+    },
+
+    /// No audit record with that sequence number.
+    #[error("no audit record `{0}`")]
+    UnknownAuditRecord(u64),
+
+    /// The audit record is not a recorded decision, so it cannot be replayed.
+    #[error("audit record `{seq}` is a `{kind}` record, not a decision")]
+    NotADecision {
+        /// The record.
+        seq: u64,
+        /// Its kind.
+        kind: String,
+    },
+
+    /// The audit record's payload was anonymized, so it cannot be replayed.
+    #[error("audit record `{0}` was anonymized and cannot be replayed")]
+    Redacted(u64),
+
+    /// A legacy import was refused; nothing of it was imported.
+    #[error("import refused, nothing was imported: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Import(Vec<crate::import::RowError>),
 }
 
 /// Why a module was refused at load time.

@@ -38,20 +38,29 @@
 
 #![warn(missing_docs)]
 
+mod audit;
 mod cache;
+mod effects;
 mod engine;
 mod error;
 mod evaluation;
+mod host;
+pub mod import;
 mod operators;
 mod policy;
+pub mod scheduler;
+pub mod store;
 pub mod testing;
 
+pub use audit::{BrokenLink, Verification};
 pub use engine::{Engine, EngineConfig, Isolation, Limits, PolicyId};
 pub use error::{Error, LoadError, Result};
 pub use evaluation::{Diagnostic, Evaluation, FailureKind};
+pub use host::{DECISION, FireReport, Host, Outcome, Replay, ReplayWith, host_actor};
 pub use operators::{Active, Operators, Settings};
 pub use policy::PolicySet;
 pub use rulehost_sdk::wire;
+pub use scheduler::{Clock, ManualClock, Scheduler, SystemClock};
 
 /// The policy sets built from `policies/` and bundled into the host.
 pub mod bundled {

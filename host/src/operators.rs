@@ -74,6 +74,24 @@ pub struct Active {
     pub settings: Settings,
 }
 
+impl Active {
+    /// `policy` with `settings`, after the policy accepted the settings.
+    ///
+    /// # Errors
+    ///
+    /// As [`Operators::install`].
+    pub(crate) fn checked(
+        operator: &str,
+        policy: PolicySet,
+        settings: &Value,
+        now: Timestamp,
+    ) -> Result<Self> {
+        let settings = Settings::from_value(operator, settings)?;
+        validate_settings(operator, &policy, &settings, now)?;
+        Ok(Active { policy, settings })
+    }
+}
+
 /// The operators a host serves.
 #[derive(Debug, Default)]
 pub struct Operators {
@@ -102,13 +120,17 @@ impl Operators {
         settings: &Value,
         now: Timestamp,
     ) -> Result<()> {
-        let settings = Settings::from_value(operator, settings)?;
-        validate_settings(operator, &policy, &settings, now)?;
+        let active = Active::checked(operator, policy, settings, now)?;
+        self.replace(operator, active);
+        Ok(())
+    }
+
+    /// Makes `active` the operator's active policy set, atomically.
+    pub(crate) fn replace(&self, operator: &str, active: Active) {
         self.active
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(operator.to_owned(), Arc::new(Active { policy, settings }));
-        Ok(())
+            .insert(operator.to_owned(), Arc::new(active));
     }
 
     /// The operator's active policy set and settings.

@@ -330,6 +330,22 @@ pub enum ActorKind {
     System,
 }
 
+impl FromStr for ActorKind {
+    type Err = String;
+
+    /// Parses a kind's name; the error names the value and the kinds.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        [ActorKind::Staff, ActorKind::SelfService, ActorKind::System]
+            .into_iter()
+            .find(|kind| kind.name() == name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown actor kind `{name}`: expected one of `staff`, `self_service`, `system`"
+                )
+            })
+    }
+}
+
 impl ActorKind {
     /// The kind's name as used in JSON.
     pub fn name(self) -> &'static str {
@@ -390,6 +406,42 @@ pub enum SubjectKind {
     Case,
 }
 
+impl SubjectKind {
+    /// Every kind.
+    pub const ALL: [SubjectKind; 4] = [
+        SubjectKind::Customer,
+        SubjectKind::Contract,
+        SubjectKind::Invoice,
+        SubjectKind::Case,
+    ];
+
+    /// Its name on the wire: `customer`, `contract`, `invoice`, `case`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SubjectKind::Customer => "customer",
+            SubjectKind::Contract => "contract",
+            SubjectKind::Invoice => "invoice",
+            SubjectKind::Case => "case",
+        }
+    }
+}
+
+impl FromStr for SubjectKind {
+    type Err = String;
+
+    /// Parses a kind's name; the error names the value and the kinds.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        SubjectKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown subject kind `{name}`: expected one of `customer`, `contract`, `invoice`, `case`"
+                )
+            })
+    }
+}
+
 /// Names a subject by kind and the backend's own id.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SubjectRef {
@@ -397,6 +449,23 @@ pub struct SubjectRef {
     pub kind: SubjectKind,
     /// The backend's id of it.
     pub id: String,
+}
+
+impl SubjectRef {
+    /// A reference to subject `id` of `kind`.
+    pub fn new(kind: SubjectKind, id: impl Into<String>) -> Self {
+        SubjectRef {
+            kind,
+            id: id.into(),
+        }
+    }
+}
+
+impl fmt::Display for SubjectRef {
+    /// `kind:id`, as in `customer:c-1`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind.name(), self.id)
+    }
 }
 
 /// A lock on a subject.
@@ -707,12 +776,16 @@ pub enum Effect {
         /// On or off.
         on: bool,
     },
-    /// Lock an invoice with a status (`collection_deactivated`).
-    LockInvoice {
-        /// The invoice's id.
-        invoice: String,
-        /// The status it is locked with.
-        status: String,
+    /// Work only the backend can do (delete or credit an invoice, send a
+    /// letter): the host does not apply it but returns it to the caller.
+    Backend {
+        /// What the backend should do (`credit_invoice`).
+        action: String,
+        /// What it is about.
+        subject: SubjectRef,
+        /// Anything else the backend needs.
+        #[serde(default, skip_serializing_if = "Value::is_null")]
+        data: Value,
     },
     /// Tell the backend something happened.
     Notify {

@@ -2,5 +2,6 @@
 //! compiled to wasm (`rulehost::bundled`) and hand-written WAT modules.
 
 mod abi;
+mod state;
 mod subscription;
 mod support;

@@ -67,3 +67,17 @@ pub fn request(action: &str, actor: Actor, subject: Subject) -> AuthorizeInput {
         params: serde_json::Value::Null,
     }
 }
+
+/// A module whose `rulehost_transition` always answers `reply` (JSON).
+pub fn fixed_transition(reply: &str) -> String {
+    let escaped = reply.replace('\\', "\\\\").replace('"', "\\\"");
+    format!(
+        r#"(module
+             (memory (export "memory") 1)
+             (data (i32.const 0) "{escaped}")
+             (func (export "rulehost_abi_version") (result i32) i32.const 1)
+             (func (export "rulehost_alloc") (param i32) (result i32) i32.const 4096)
+             (func (export "rulehost_transition") (param i32 i32) (result i64) i64.const {len}))"#,
+        len = reply.len()
+    )
+}

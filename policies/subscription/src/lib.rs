@@ -6,8 +6,8 @@
 //! to the four the product allows (SUB-4).
 
 use rulehost_sdk::wire::{
-    ActorKind, AuthorizeDecision, AuthorizeInput, BillingDecision, BillingInput, CycleUnit, Lock,
-    Period, SubjectKind, Timestamp,
+    ActorKind, AuthorizeDecision, AuthorizeInput, BillingDecision, BillingInput, CycleUnit, Effect,
+    Lock, Period, SubjectKind, Timestamp, TransitionDecision, TransitionInput, Trigger,
 };
 use rulehost_sdk::{Context, Policy};
 use serde::Deserialize;
@@ -57,6 +57,23 @@ impl Settings {
             .flatten()
             .chain(defaults.into_iter().flatten())
     }
+}
+
+/// The parameters of `lock` and `unlock` (SUB-1).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockParams {
+    /// Why; required.
+    pub reason: String,
+    /// A message to the customer.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// When a temporary lock ends by itself.
+    #[serde(default)]
+    pub until: Option<Timestamp>,
+    /// The lock's kind; `full` when absent.
+    #[serde(default)]
+    pub kind: Option<String>,
 }
 
 /// The subscription policy set.
@@ -143,9 +160,75 @@ impl Policy for Subscription {
             Err(why) => skip("cannot_compute_periods", why),
         }
     }
+
+    fn transition(ctx: &Context<Settings>, input: &TransitionInput) -> TransitionDecision {
+        let action = input.action.as_str();
+        match input.trigger {
+            // The host lifts a lock whose time is up; nothing else follows.
+            Trigger::Expired => return TransitionDecision::Apply { effects: vec![] },
+            Trigger::Scheduled => {
+                return refuse(
+                    "unknown_schedule",
+                    format!("this policy set schedules no `{action}`"),
+                );
+            }
+            Trigger::Action if !matches!(action, "lock" | "unlock") => {
+                return refuse(
+                    "no_transition",
+                    format!("`{action}` changes no lifecycle state"),
+                );
+            }
+            Trigger::Action => {}
+        }
+        let check = AuthorizeInput {
+            action: input.action.clone(),
+            actor: input.actor.clone(),
+            subject: input.subject.clone(),
+            acknowledgements: Vec::new(),
+            params: serde_json::Value::Null,
+        };
+        if let AuthorizeDecision::Deny { code, reason } = Self::authorize(ctx, &check) {
+            return TransitionDecision::Refuse { code, reason };
+        }
+        let params: LockParams = match serde_json::from_value(input.params.clone()) {
+            Ok(params) => params,
+            Err(error) => {
+                return refuse("invalid_params", format!("params of `{action}`: {error}"));
+            }
+        };
+        if params.reason.trim().is_empty() {
+            return refuse("reason_required", format!("`{action}` needs a reason"));
+        }
+        let subject = input.subject.reference();
+        let effect = if action == "lock" {
+            Effect::SetLock {
+                subject,
+                kind: params.kind.unwrap_or_else(|| "full".to_owned()),
+                reason: params.reason,
+                message: params.message,
+                until: params.until,
+            }
+        } else {
+            Effect::LiftLock {
+                subject,
+                kind: params.kind,
+                reason: params.reason,
+            }
+        };
+        TransitionDecision::Apply {
+            effects: vec![effect],
+        }
+    }
 }
 
 rulehost_sdk::export_policy!(Subscription);
+
+fn refuse(code: &str, reason: String) -> TransitionDecision {
+    TransitionDecision::Refuse {
+        code: code.to_owned(),
+        reason,
+    }
+}
 
 fn refuse_while_locked(
     ctx: &Context<Settings>,

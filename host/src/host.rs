@@ -1,0 +1,886 @@
+//! [`Host`]: the policy engine with the state the rules depend on.
+//!
+//! One path for data: a request names a subject; the host adds what it keeps
+//! about it (status, switches, active locks) to the hook's input; the
+//! operator's active policy set decides; a `transition` decision's effects
+//! are applied together with their audit record and events in one
+//! transaction, or not at all.
+
+use std::sync::Arc;
+
+use rulehost_sdk::wire::{
+    Actor, Authorize, AuthorizeDecision, AuthorizeInput, Billing, BillingDecision, BillingInput,
+    Effect, Hook, HookKind, Subject, SubjectRef, Timestamp, Transition, TransitionDecision,
+    TransitionInput, Trigger, ValidateSettings,
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::audit::{Verification, Verifier};
+use crate::effects::{self, Plan};
+use crate::error::{Error, Result};
+use crate::import::{self, ImportFormat, ImportReport, OnBadRow};
+use crate::operators::{Active, Operators, Settings};
+use crate::store::{
+    Anonymization, Anonymized, AuditRecord, Change, Committed, Event, LOCK_EXPIRY_ACTION,
+    LockImport, NewAudit, PolicyVersion, Scheduled, SqliteStore, Store, StoredPolicy,
+    SubjectRecords, SubjectState,
+};
+use crate::{Engine, EngineConfig, Evaluation, PolicyId, PolicySet};
+
+/// The kind of audit record a state-changing decision gets.
+pub const DECISION: &str = "decision";
+
+/// How often a decision is re-evaluated when its subject changed meanwhile.
+const CONFLICT_ATTEMPTS: usize = 3;
+
+/// Due schedules fired per store commit.
+const FIRE_BATCH: usize = 512;
+
+/// Parents followed when adding the host's state to a subject.
+const MAX_PARENTS: usize = 8;
+
+/// The actor the host records for what it does on its own.
+pub fn host_actor() -> Actor {
+    Actor::system("rulehost")
+}
+
+/// The policy engine, the operators' active policy sets and the store.
+pub struct Host {
+    engine: Engine,
+    store: Arc<dyn Store>,
+    operators: Operators,
+    schedules_changed: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("operators", &self.operators.ids())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a `transition` request did.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Outcome {
+    /// The policy's decision (or the fail-closed one).
+    pub evaluation: Evaluation<TransitionDecision>,
+    /// What the store committed; `None` when nothing changed (a refusal or
+    /// a failed policy).
+    pub committed: Option<Committed>,
+    /// Effects only the backend can carry out.
+    pub backend: Vec<Effect>,
+}
+
+/// What one run of due schedules did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FireReport {
+    /// Schedules fired with the policy's effects applied.
+    pub fired: usize,
+    /// Schedules fired whose policy refused or failed, or whose effects
+    /// could not be applied: recorded, and for a lock's end the lock lifted.
+    pub fired_without_effects: usize,
+}
+
+/// Which policy set a recorded decision is replayed with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayWith {
+    /// The version and settings that decided it.
+    Recorded,
+    /// The operator's active version and settings.
+    Active,
+}
+
+/// A recorded decision evaluated again.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Replay {
+    /// The audit record.
+    pub seq: u64,
+    /// The version that decided it.
+    pub recorded_policy: PolicyId,
+    /// The version that decided it now.
+    pub replayed_policy: PolicyId,
+    /// The recorded decision.
+    pub recorded: Value,
+    /// The decision now.
+    pub replayed: Value,
+    /// Where the two differ first; `None` when they are the same.
+    pub difference: Option<String>,
+}
+
+impl Host {
+    /// A host on the SQLite store in `path` (created if needed), with every
+    /// operator's active policy set loaded.
+    ///
+    /// # Errors
+    ///
+    /// Engine, store and load errors.
+    pub fn open(path: impl AsRef<std::path::Path>, config: EngineConfig) -> Result<Self> {
+        let store = SqliteStore::open(path)?;
+        Host::new(Engine::new(config)?, Arc::new(store))
+    }
+
+    /// A host on `store`, with every operator's active policy set loaded.
+    ///
+    /// # Errors
+    ///
+    /// Store errors; load errors of a stored policy set.
+    pub fn new(engine: Engine, store: Arc<dyn Store>) -> Result<Self> {
+        let operators = Operators::new();
+        for (operator, stored) in store.active_policies()? {
+            let policy = engine.load(stored.id.clone(), &stored.wasm)?;
+            let active = Active::checked(&operator, policy, &stored.settings, stored.installed_at)?;
+            operators.replace(&operator, active);
+        }
+        Ok(Host {
+            engine,
+            store,
+            operators,
+            schedules_changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The operators and their active policy sets.
+    pub fn operators(&self) -> &Operators {
+        &self.operators
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
+    /// Installs a policy set version for `operator`, after it loaded and
+    /// accepted `settings`. It is not active until [`Host::activate`].
+    ///
+    /// # Errors
+    ///
+    /// Load and settings errors; [`Error::PolicyVersionExists`]; store
+    /// errors.
+    pub fn install(
+        &self,
+        operator: &str,
+        id: PolicyId,
+        wasm: &[u8],
+        settings: &Value,
+        by: &Actor,
+        now: Timestamp,
+    ) -> Result<PolicySet> {
+        let policy = self.engine.load(id.clone(), wasm)?;
+        Active::checked(operator, policy.clone(), settings, now)?;
+        let audit = NewAudit {
+            kind: "policy.installed".to_owned(),
+            subject: None,
+            actor: by.clone(),
+            policy: Some(id.clone()),
+            payload: json!({ "sha256": policy.sha256(), "settings": settings }),
+        };
+        let stored = StoredPolicy {
+            id,
+            wasm: wasm.to_vec(),
+            sha256: policy.sha256().to_owned(),
+            settings: settings.clone(),
+            installed_at: now,
+            installed_by: by.clone(),
+        };
+        self.store.add_policy(operator, stored, audit)?;
+        Ok(policy)
+    }
+
+    /// Makes an installed version the operator's active policy set, without
+    /// a restart (HOST-6). Requests in flight finish on the previous one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownPolicyVersion`]; load and settings errors; store
+    /// errors. The previous version stays active then.
+    pub fn activate(
+        &self,
+        operator: &str,
+        id: &PolicyId,
+        by: &Actor,
+        now: Timestamp,
+    ) -> Result<()> {
+        let stored =
+            self.store
+                .policy(operator, id)?
+                .ok_or_else(|| Error::UnknownPolicyVersion {
+                    operator: operator.to_owned(),
+                    policy: id.to_string(),
+                })?;
+        let policy = self.engine.load(id.clone(), &stored.wasm)?;
+        let active = Active::checked(operator, policy, &stored.settings, now)?;
+        let audit = NewAudit {
+            kind: "policy.activated".to_owned(),
+            subject: None,
+            actor: by.clone(),
+            policy: Some(id.clone()),
+            payload: json!({ "sha256": stored.sha256 }),
+        };
+        self.store.activate_policy(operator, id, now, audit)?;
+        self.operators.replace(operator, active);
+        Ok(())
+    }
+
+    /// Reactivates the version that was active before the current one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NothingToRollBack`]; as [`Host::activate`].
+    pub fn rollback(&self, operator: &str, by: &Actor, now: Timestamp) -> Result<PolicyId> {
+        let activations = self.store.activations(operator)?;
+        let previous = activations
+            .first()
+            .and_then(|current| activations.iter().find(|id| *id != current))
+            .cloned()
+            .ok_or_else(|| Error::NothingToRollBack(operator.to_owned()))?;
+        self.activate(operator, &previous, by, now)?;
+        Ok(previous)
+    }
+
+    /// Every installed version of the operator's policy set.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub fn policy_versions(&self, operator: &str) -> Result<Vec<PolicyVersion>> {
+        self.store.policy_versions(operator)
+    }
+
+    /// What the host keeps about a subject, with the locks active at `now`.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub fn subject(
+        &self,
+        operator: &str,
+        subject: &SubjectRef,
+        now: Timestamp,
+    ) -> Result<SubjectState> {
+        self.store.subject(operator, subject, now)
+    }
+
+    /// May this action run? The subject gets the host's state first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownOperator`]; store errors.
+    pub fn authorize(
+        &self,
+        operator: &str,
+        now: Timestamp,
+        mut input: AuthorizeInput,
+    ) -> Result<Evaluation<AuthorizeDecision>> {
+        let active = self.operators.active(operator)?;
+        self.add_state(operator, &mut input.subject, now)?;
+        Ok(active
+            .policy
+            .evaluate::<Authorize>(operator, now, &active.settings, &input))
+    }
+
+    /// Should billing proceed? The contract gets the host's state first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownOperator`]; store errors.
+    pub fn billing(
+        &self,
+        operator: &str,
+        now: Timestamp,
+        mut input: BillingInput,
+    ) -> Result<Evaluation<BillingDecision>> {
+        let active = self.operators.active(operator)?;
+        self.add_state(operator, &mut input.contract, now)?;
+        Ok(active
+            .policy
+            .evaluate::<Billing>(operator, now, &active.settings, &input))
+    }
+
+    /// What follows from this action? The subject gets the host's state; an
+    /// `apply` decision's effects are applied with the decision's audit
+    /// record and events in one transaction (HOST-4, HOST-7).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownOperator`]; [`Error::Effect`] when an effect cannot be
+    /// applied (nothing is changed then); [`Error::Conflict`] when the
+    /// subject kept changing under the decision; store errors.
+    pub fn transition(
+        &self,
+        operator: &str,
+        now: Timestamp,
+        input: TransitionInput,
+    ) -> Result<Outcome> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_transition(operator, now, input.clone()) {
+                Err(Error::Conflict(_)) if attempt < CONFLICT_ATTEMPTS => continue,
+                outcome => return outcome,
+            }
+        }
+    }
+
+    fn try_transition(
+        &self,
+        operator: &str,
+        now: Timestamp,
+        mut input: TransitionInput,
+    ) -> Result<Outcome> {
+        let active = self.operators.active(operator)?;
+        let given_parent = input.subject.parent.as_ref().map(|p| p.reference());
+        let StateRead {
+            revisions: expect,
+            known_parent,
+        } = self.add_state(operator, &mut input.subject, now)?;
+        let evaluation =
+            active
+                .policy
+                .evaluate::<Transition>(operator, now, &active.settings, &input);
+        let TransitionDecision::Apply { effects } = &evaluation.decision else {
+            return Ok(Outcome {
+                evaluation,
+                committed: None,
+                backend: Vec::new(),
+            });
+        };
+        let mut plan = Plan::default();
+        if let Some(parent) = given_parent.filter(|given| known_parent.as_ref() != Some(given)) {
+            plan.writes.push(crate::store::Write::SetParent {
+                subject: input.subject.reference(),
+                parent,
+            });
+            plan.write_effect.push(usize::MAX);
+        }
+        let effect_error = |index: usize, reason: String| Error::Effect {
+            index,
+            effect: effects::name(&effects[index]),
+            policy: active.policy.id().to_string(),
+            reason,
+        };
+        plan.effects(effects, &input.actor, now)
+            .map_err(|(index, reason)| effect_error(index, reason))?;
+        let change = Change {
+            operator: operator.to_owned(),
+            at: now,
+            expect,
+            fires: None,
+            audit: decision_audit(&active, now, &input, &evaluation),
+            writes: plan.writes,
+            events: plan.events,
+        };
+        let committed = self.commit_one(change).map_err(|error| match error {
+            Error::Write { index, reason } => match plan.write_effect.get(index) {
+                Some(&effect) if effect < effects.len() => effect_error(effect, reason),
+                _ => Error::Write { index, reason },
+            },
+            other => other,
+        })?;
+        self.schedules_changed.notify_one();
+        Ok(Outcome {
+            backend: plan.backend,
+            committed: Some(committed),
+            evaluation,
+        })
+    }
+
+    fn commit_one(&self, change: Change) -> Result<Committed> {
+        self.store
+            .commit(vec![change])
+            .pop()
+            .unwrap_or_else(|| Err(Error::Store("the store answered no result".to_owned())))
+    }
+
+    /// Adds the host's state to `subject` and to each parent along its
+    /// chain; attaches the parent the host knows when none was given.
+    /// Returns the revisions read and the parent the host knew.
+    fn add_state(
+        &self,
+        operator: &str,
+        subject: &mut Subject,
+        now: Timestamp,
+    ) -> Result<StateRead> {
+        let mut revisions = Vec::new();
+        let mut known_parent = None;
+        let mut current = Some(subject);
+        while let Some(subject) = current.take() {
+            if revisions.len() > MAX_PARENTS {
+                break;
+            }
+            let reference = subject.reference();
+            let state = self.store.subject(operator, &reference, now)?;
+            if revisions.is_empty() {
+                known_parent.clone_from(&state.parent);
+            }
+            if state.status.is_some() {
+                subject.status = state.status;
+            }
+            subject.switches.extend(state.switches);
+            subject.locks.extend(state.locks);
+            if subject.parent.is_none()
+                && let Some(parent) = state.parent
+            {
+                subject.parent = Some(Box::new(Subject::new(parent.kind, parent.id)));
+            }
+            revisions.push((reference, state.revision));
+            current = subject.parent.as_deref_mut();
+        }
+        Ok(StateRead {
+            revisions,
+            known_parent,
+        })
+    }
+
+    /// When the earliest pending schedule is due.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub fn next_due(&self) -> Result<Option<Timestamp>> {
+        self.store.next_due()
+    }
+
+    /// Fires every schedule due at `now` through its operator's policy
+    /// (`transition` with trigger `expired` or `scheduled`), each at most
+    /// once. A lock whose time is up is lifted (automatically, by the
+    /// host) whatever the policy answers; the policy adds what follows.
+    ///
+    /// # Errors
+    ///
+    /// Store errors; schedules not fired stay due.
+    pub fn fire_due(&self, now: Timestamp) -> Result<FireReport> {
+        let mut report = FireReport::default();
+        loop {
+            let due = self.store.due(now, FIRE_BATCH)?;
+            if due.is_empty() {
+                return Ok(report);
+            }
+            let mut firings = Vec::with_capacity(due.len());
+            for scheduled in due {
+                firings.push(self.plan_firing(scheduled, now)?);
+            }
+            let mut progressed = false;
+            // The policy's change first; where a write of it cannot be
+            // applied, only the host's own writes; where even those cannot,
+            // the record alone, so that nothing stays due for ever.
+            for degraded in 0..3 {
+                let changes = firings.iter().map(|(change, _)| change.clone()).collect();
+                let results = self.store.commit(changes);
+                let mut retry = Vec::new();
+                for (result, (_, fallback)) in results.into_iter().zip(firings) {
+                    match result {
+                        Ok(_) if degraded == 0 => report.fired += 1,
+                        Ok(_) => report.fired_without_effects += 1,
+                        Err(Error::AlreadyFired(_) | Error::Conflict(_)) => continue,
+                        Err(Error::Write { index, reason }) if degraded < 2 => {
+                            let mut next = fallback.with_failure(index, &reason);
+                            if degraded == 1 {
+                                next.writes.clear();
+                                next.events.clear();
+                            }
+                            retry.push((next.clone(), Fallback(next)));
+                            continue;
+                        }
+                        Err(other) => return Err(other),
+                    }
+                    progressed = true;
+                }
+                firings = retry;
+            }
+            if !progressed {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// The change firing `scheduled` applies, and the one it falls back to
+    /// when that cannot be applied.
+    fn plan_firing(&self, scheduled: Scheduled, now: Timestamp) -> Result<(Change, Fallback)> {
+        let operator = scheduled.operator.as_str();
+        let host = host_actor();
+        let mut input = TransitionInput {
+            trigger: scheduled.trigger,
+            action: scheduled.action.clone(),
+            actor: host.clone(),
+            subject: Subject::new(scheduled.subject.kind, scheduled.subject.id.clone()),
+            params: scheduled.params.clone(),
+        };
+        let expect = self.add_state(operator, &mut input.subject, now)?.revisions;
+        let mut base = Plan::default();
+        let expiring = (scheduled.trigger == Trigger::Expired
+            && scheduled.action == LOCK_EXPIRY_ACTION)
+            .then(|| scheduled.params.get("lock").and_then(Value::as_str))
+            .flatten();
+        if let Some(lock_id) = expiring {
+            base.expire(&scheduled.subject, lock_id, now, &host);
+        }
+        let change = |plan: Plan, audit: NewAudit| Change {
+            operator: operator.to_owned(),
+            at: now,
+            expect: expect.clone(),
+            fires: Some(scheduled.id),
+            writes: plan.writes,
+            events: plan.events,
+            audit,
+        };
+        let fallback_plan = Plan {
+            writes: base.writes.clone(),
+            events: base.events.clone(),
+            ..Plan::default()
+        };
+        let (full, audit) = match self.operators.active(operator) {
+            Ok(active) => {
+                let evaluation =
+                    active
+                        .policy
+                        .evaluate::<Transition>(operator, now, &active.settings, &input);
+                let audit = decision_audit(&active, now, &input, &evaluation);
+                let mut plan = base;
+                if let TransitionDecision::Apply { effects } = &evaluation.decision
+                    && let Err((index, reason)) = plan.effects(effects, &host, now)
+                {
+                    let audit = audit.with_failure(index, &reason);
+                    let fallback = change(fallback_plan, audit.clone());
+                    return Ok((fallback.clone(), Fallback(fallback)));
+                }
+                (plan, audit)
+            }
+            Err(error) => (
+                base,
+                NewAudit {
+                    kind: DECISION.to_owned(),
+                    subject: Some(scheduled.subject.clone()),
+                    actor: host.clone(),
+                    policy: None,
+                    payload: json!({ "hook": "transition", "error": error.to_string() }),
+                },
+            ),
+        };
+        Ok((
+            change(full, audit.clone()),
+            Fallback(change(fallback_plan, audit)),
+        ))
+    }
+
+    /// Wakes a running [`Scheduler`](crate::Scheduler) to look at the
+    /// schedules again.
+    pub(crate) fn schedules_changed(&self) -> &tokio::sync::Notify {
+        &self.schedules_changed
+    }
+
+    /// The operator's events `consumer` has not acknowledged, oldest first,
+    /// at most `limit`. Delivery is at least once: an event comes back until
+    /// acknowledged.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub fn events(&self, operator: &str, consumer: &str, limit: usize) -> Result<Vec<Event>> {
+        self.store.events(operator, consumer, limit)
+    }
+
+    /// Acknowledges every event of the operator up to `seq` for `consumer`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownEvent`]; store errors.
+    pub fn ack(&self, operator: &str, consumer: &str, seq: u64) -> Result<()> {
+        self.store.ack(operator, consumer, seq)
+    }
+
+    /// One audit record.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownAuditRecord`]; store errors.
+    pub fn audit_record(&self, seq: u64) -> Result<AuditRecord> {
+        self.store
+            .audit_record(seq)?
+            .ok_or(Error::UnknownAuditRecord(seq))
+    }
+
+    /// Checks the whole audit trail's hash chain and reports the first
+    /// broken link (HOST-4).
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub fn verify_audit(&self) -> Result<Verification> {
+        let mut verifier = Verifier::new();
+        self.store.scan_audit(1, &mut |record| {
+            if verifier.check(&record) {
+                std::ops::ControlFlow::Continue(())
+            } else {
+                std::ops::ControlFlow::Break(())
+            }
+        })?;
+        Ok(verifier.finish())
+    }
+
+    /// Evaluates a recorded decision again, with the recorded policy set or
+    /// the active one, and reports where the decisions differ.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownAuditRecord`], [`Error::NotADecision`],
+    /// [`Error::Redacted`]; the recorded version's load errors; store errors.
+    pub fn replay(&self, seq: u64, with: ReplayWith) -> Result<Replay> {
+        let record = self.audit_record(seq)?;
+        let not_decision = || Error::NotADecision {
+            seq,
+            kind: record.kind.clone(),
+        };
+        if record.kind != DECISION {
+            return Err(not_decision());
+        }
+        if record.redacted {
+            return Err(Error::Redacted(seq));
+        }
+        let payload: Value = serde_json::from_str(&record.payload)
+            .map_err(|e| Error::Store(format!("audit record `{seq}` is not JSON: {e}")))?;
+        let (Some(recorded_policy), Some(envelope), Some(recorded)) = (
+            record.policy.clone(),
+            payload.get("envelope"),
+            payload.get("decision"),
+        ) else {
+            return Err(not_decision());
+        };
+        let hook: Hook = payload
+            .get("hook")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .parse()
+            .map_err(|_| not_decision())?;
+        let operator = record.operator.as_str();
+        let now: Timestamp = serde_json::from_value(envelope["now"].clone())
+            .map_err(|e| Error::Store(format!("audit record `{seq}`: {e}")))?;
+        let (policy, settings) = match with {
+            ReplayWith::Recorded => {
+                let stored = self
+                    .store
+                    .policy(operator, &recorded_policy)?
+                    .ok_or_else(|| Error::UnknownPolicyVersion {
+                        operator: operator.to_owned(),
+                        policy: recorded_policy.to_string(),
+                    })?;
+                let policy = self.engine.load(recorded_policy.clone(), &stored.wasm)?;
+                (
+                    policy,
+                    Settings::from_value(operator, &envelope["settings"])?,
+                )
+            }
+            ReplayWith::Active => {
+                let active = self.operators.active(operator)?;
+                (active.policy.clone(), active.settings.clone())
+            }
+        };
+        let input = &envelope["input"];
+        let replayed = match hook {
+            Hook::Authorize => evaluate_json::<Authorize>(&policy, operator, now, &settings, input),
+            Hook::Billing => evaluate_json::<Billing>(&policy, operator, now, &settings, input),
+            Hook::Transition => {
+                evaluate_json::<Transition>(&policy, operator, now, &settings, input)
+            }
+            Hook::ValidateSettings => {
+                evaluate_json::<ValidateSettings>(&policy, operator, now, &settings, input)
+            }
+        }
+        .map_err(|e| Error::Store(format!("audit record `{seq}` has an invalid input: {e}")))?;
+        Ok(Replay {
+            seq,
+            recorded_policy,
+            replayed_policy: policy.id().clone(),
+            difference: first_difference(recorded, &replayed, String::new()),
+            recorded: recorded.clone(),
+            replayed,
+        })
+    }
+
+    /// Imports locks from a legacy system (GYM-12) in JSON Lines or CSV.
+    /// With [`OnBadRow::Refuse`] a file with any invalid row imports
+    /// nothing; with [`OnBadRow::Skip`] the valid rows are imported and the
+    /// invalid ones reported. Timed locks expire like native ones.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Import`] listing each invalid row by line number; store
+    /// errors (nothing is imported then).
+    pub fn import_locks(
+        &self,
+        operator: &str,
+        text: &str,
+        format: ImportFormat,
+        on_bad_row: OnBadRow,
+        by: &Actor,
+        now: Timestamp,
+    ) -> Result<ImportReport> {
+        let (locks, bad) = import::parse(text, format);
+        if !bad.is_empty() && on_bad_row == OnBadRow::Refuse {
+            return Err(Error::Import(bad));
+        }
+        let audit = NewAudit {
+            kind: "locks.imported".to_owned(),
+            subject: None,
+            actor: by.clone(),
+            policy: None,
+            payload: json!({
+                "format": format.name(),
+                "imported": locks.len(),
+                "skipped_lines": bad.iter().map(|row| row.line).collect::<Vec<_>>(),
+            }),
+        };
+        let committed = self.store.import_locks(LockImport {
+            operator: operator.to_owned(),
+            at: now,
+            locks,
+            audit,
+        })?;
+        self.schedules_changed.notify_one();
+        Ok(ImportReport {
+            lock_ids: committed.locks_created,
+            skipped: bad,
+            audit_seq: committed.audit_seq,
+        })
+    }
+
+    /// Everything the host holds about one subject (PUB-4): state, every
+    /// lock, schedule, audit record and event.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub fn export_subject(
+        &self,
+        operator: &str,
+        subject: &SubjectRef,
+        now: Timestamp,
+    ) -> Result<SubjectRecords> {
+        self.store.subject_records(operator, subject, now)
+    }
+
+    /// Anonymizes a subject in the host's own records (PUB-5): the free
+    /// text of its locks is replaced, the payloads of the audit records
+    /// about it (and about its children) are redacted, its events lose their
+    /// data. Actors stay, and the audit chain still verifies.
+    ///
+    /// # Errors
+    ///
+    /// Store errors; nothing changes then.
+    pub fn anonymize_subject(
+        &self,
+        operator: &str,
+        subject: &SubjectRef,
+        by: &Actor,
+        now: Timestamp,
+    ) -> Result<Anonymized> {
+        self.store.anonymize(Anonymization {
+            operator: operator.to_owned(),
+            subject: subject.clone(),
+            at: now,
+            actor: by.clone(),
+            placeholder: "anonymized".to_owned(),
+        })
+    }
+}
+
+/// What [`Host::add_state`] read.
+struct StateRead {
+    /// Each subject of the chain with the revision read.
+    revisions: Vec<(SubjectRef, u64)>,
+    /// The parent the host knew for the first subject.
+    known_parent: Option<SubjectRef>,
+}
+
+/// The change to commit when a firing's own change cannot be.
+struct Fallback(Change);
+
+impl Fallback {
+    fn with_failure(mut self, index: usize, reason: &str) -> Change {
+        self.0.audit = self.0.audit.with_failure(index, reason);
+        self.0
+    }
+}
+
+impl NewAudit {
+    /// This record, noting that write or effect `index` failed and only
+    /// the host's own writes were applied.
+    fn with_failure(mut self, index: usize, reason: &str) -> NewAudit {
+        if let Value::Object(payload) = &mut self.payload {
+            payload.insert(
+                "not_applied".to_owned(),
+                json!({ "index": index, "reason": reason }),
+            );
+        }
+        self
+    }
+}
+
+/// The audit record of a `transition` decision: enough to replay it.
+fn decision_audit(
+    active: &Active,
+    now: Timestamp,
+    input: &TransitionInput,
+    evaluation: &Evaluation<TransitionDecision>,
+) -> NewAudit {
+    let settings: Value = serde_json::from_str(active.settings.as_json())
+        .unwrap_or(Value::Object(Default::default()));
+    NewAudit {
+        kind: DECISION.to_owned(),
+        subject: Some(input.subject.reference()),
+        actor: input.actor.clone(),
+        policy: Some(evaluation.policy.clone()),
+        payload: json!({
+            "hook": Transition::HOOK.name(),
+            "envelope": { "now": now, "settings": settings, "input": input },
+            "decision": evaluation.decision,
+            "diagnostic": evaluation.diagnostic,
+        }),
+    }
+}
+
+/// Evaluates hook `H` on a JSON input; the decision as JSON.
+fn evaluate_json<H: HookKind>(
+    policy: &PolicySet,
+    operator: &str,
+    now: Timestamp,
+    settings: &Settings,
+    input: &Value,
+) -> std::result::Result<Value, serde_json::Error> {
+    let input: H::Input = serde_json::from_value(input.clone())?;
+    let evaluation = policy.evaluate::<H>(operator, now, settings, &input);
+    serde_json::to_value(evaluation.decision)
+}
+
+/// The JSON pointer of the first place `recorded` and `replayed` differ,
+/// with both values there.
+fn first_difference(recorded: &Value, replayed: &Value, at: String) -> Option<String> {
+    match (recorded, replayed) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            keys.into_iter().find_map(|key| {
+                first_difference(
+                    a.get(key).unwrap_or(&Value::Null),
+                    b.get(key).unwrap_or(&Value::Null),
+                    format!("{at}/{key}"),
+                )
+            })
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(index, (a, b))| first_difference(a, b, format!("{at}/{index}"))),
+        (a, b) if a == b => None,
+        (a, b) => Some(format!(
+            "at `{}`: recorded `{a}`, replayed `{b}`",
+            if at.is_empty() { "/" } else { &at }
+        )),
+    }
+}

@@ -1,0 +1,1144 @@
+//! The embedded default store: one SQLite file in WAL mode.
+//!
+//! Every write runs on one writer thread. It takes whatever writes are
+//! queued, runs each inside its own savepoint of one transaction and
+//! commits them together: one fsync (`synchronous = FULL`) makes a whole
+//! batch durable before any caller is answered. Concurrent callers therefore
+//! share commits instead of queueing for the disk, and a write that fails
+//! rolls back to its savepoint without touching its neighbours. Reads use a
+//! small pool of their own connections, which WAL lets run beside the writer.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rulehost_sdk::wire::{Actor, ActorKind, Lock, SubjectKind, SubjectRef, Timestamp, Trigger};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::{Value, json};
+
+use super::schema;
+use super::{
+    Anonymization, Anonymized, AuditRecord, Change, Committed, Event, LOCK_EXPIRY_ACTION, LiftMode,
+    Lifted, LockImport, LockRecord, NewAudit, NewLock, PolicyVersion, ScheduleRecord, Scheduled,
+    Store, StoredPolicy, SubjectRecords, SubjectState, Write,
+};
+use crate::PolicyId;
+use crate::audit::{self, ANONYMIZED, GENESIS, REDACTED_PAYLOAD};
+use crate::error::{Error, Result};
+
+/// At most this many queued writes share one commit.
+const MAX_BATCH: usize = 512;
+
+/// Idle read connections kept for reuse.
+const MAX_IDLE_READERS: usize = 8;
+
+/// How long a connection waits for a lock held by another process.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl From<rusqlite::Error> for Error {
+    fn from(error: rusqlite::Error) -> Self {
+        Error::Store(error.to_string())
+    }
+}
+
+/// Runs after the batch's commit, with the commit's error if it failed.
+type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+/// A write: runs inside the batch's transaction (or learns why there is
+/// none) and returns how to answer its caller once the batch is committed.
+type Job = Box<dyn FnOnce(std::result::Result<&Connection, &str>) -> Finish + Send>;
+
+/// The SQLite store. See the module documentation.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    jobs: Option<Sender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `path` and applies pending
+    /// schema migrations.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OpenStore`] naming the file, when it cannot be opened, is
+    /// not a rulehost store, or comes from a newer rulehost.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let refuse = |reason: String| Error::OpenStore {
+            path: path.clone(),
+            reason,
+        };
+        let mut conn = connect(&path).map_err(|e| refuse(e.to_string()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| refuse(e.to_string()))?;
+        schema::migrate(&mut conn).map_err(refuse)?;
+        let (jobs, queue) = mpsc::channel();
+        let writer = std::thread::Builder::new()
+            .name("rulehost-store-writer".into())
+            .spawn(move || run_writer(&conn, &queue))
+            .map_err(|e| refuse(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            path,
+            jobs: Some(jobs),
+            writer: Some(writer),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `write` in the next batch and waits until that batch is durable.
+    fn write<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (answer, answered) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |conn| {
+            let result = match conn {
+                Ok(conn) => in_savepoint(conn, "job", write),
+                Err(why) => Err(Error::Store(why.to_owned())),
+            };
+            Box::new(move |commit_failed| {
+                let result = match commit_failed {
+                    Some(why) => Err(Error::Store(format!("commit failed: {why}"))),
+                    None => result,
+                };
+                // The caller may have gone; nothing is left to tell then.
+                let _ = answer.send(result);
+            })
+        });
+        let stopped = || Error::Store("the writer thread has stopped".to_owned());
+        self.jobs
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(job)
+            .map_err(|_| stopped())?;
+        answered.recv().map_err(|_| stopped())?
+    }
+
+    /// Runs `read` on a pooled read connection.
+    fn read<T>(&self, read: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let idle = self
+            .readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => connect(&self.path)?,
+        };
+        let result = read(&conn);
+        let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        if readers.len() < MAX_IDLE_READERS {
+            readers.push(conn);
+        }
+        result
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(writer) = self.writer.take() {
+            // A panicked writer has already failed its callers.
+            let _ = writer.join();
+        }
+    }
+}
+
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(conn)
+}
+
+fn run_writer(conn: &Connection, queue: &Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let why = error.to_string();
+            for job in batch {
+                job(Err(&why))(None);
+            }
+            continue;
+        }
+        let finishes: Vec<Finish> = batch.into_iter().map(|job| job(Ok(conn))).collect();
+        let commit_failed = conn.execute_batch("COMMIT").err().map(|error| {
+            // Leaves the connection usable for the next batch; the commit's
+            // error is what the callers need to hear.
+            let _ = conn.execute_batch("ROLLBACK");
+            error.to_string()
+        });
+        for finish in finishes {
+            finish(commit_failed.as_deref());
+        }
+    }
+}
+
+/// Runs `work` inside savepoint `name`: its writes stay only if it succeeds.
+fn in_savepoint<T>(
+    conn: &Connection,
+    name: &str,
+    work: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
+    conn.execute_batch(&format!("SAVEPOINT {name}"))?;
+    let result = work(conn);
+    if result.is_err() {
+        conn.execute_batch(&format!("ROLLBACK TO {name}"))?;
+    }
+    conn.execute_batch(&format!("RELEASE {name}"))?;
+    result
+}
+
+impl Store for SqliteStore {
+    fn add_policy(&self, operator: &str, policy: StoredPolicy, audit: NewAudit) -> Result<u64> {
+        let operator = operator.to_owned();
+        self.write(move |conn| {
+            let exists = conn
+                .query_row(
+                    "SELECT 1 FROM policy_versions WHERE operator = ?1 AND name = ?2 AND version = ?3",
+                    params![operator, policy.id.name, policy.id.version],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if exists {
+                return Err(Error::PolicyVersionExists {
+                    operator,
+                    policy: policy.id.to_string(),
+                });
+            }
+            conn.execute(
+                "INSERT INTO policy_versions (operator, name, version, sha256, wasm, settings,
+                     installed_at, installed_by_kind, installed_by_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    operator,
+                    policy.id.name,
+                    policy.id.version,
+                    policy.sha256,
+                    policy.wasm,
+                    policy.settings.to_string(),
+                    policy.installed_at.to_string(),
+                    policy.installed_by.kind.name(),
+                    policy.installed_by.id,
+                ],
+            )?;
+            append_audit(conn, &operator, policy.installed_at, &audit)
+        })
+    }
+
+    fn activate_policy(
+        &self,
+        operator: &str,
+        id: &PolicyId,
+        at: Timestamp,
+        audit: NewAudit,
+    ) -> Result<u64> {
+        let operator = operator.to_owned();
+        let id = id.clone();
+        self.write(move |conn| {
+            let installed = conn
+                .query_row(
+                    "SELECT 1 FROM policy_versions WHERE operator = ?1 AND name = ?2 AND version = ?3",
+                    params![operator, id.name, id.version],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if !installed {
+                return Err(Error::UnknownPolicyVersion {
+                    operator,
+                    policy: id.to_string(),
+                });
+            }
+            conn.execute(
+                "INSERT INTO activations (operator, name, version, at) VALUES (?1, ?2, ?3, ?4)",
+                params![operator, id.name, id.version, at.to_string()],
+            )?;
+            append_audit(conn, &operator, at, &audit)
+        })
+    }
+
+    fn policy(&self, operator: &str, id: &PolicyId) -> Result<Option<StoredPolicy>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {POLICY_COLUMNS} FROM policy_versions
+                 WHERE operator = ?1 AND name = ?2 AND version = ?3"
+            ))?;
+            let mut rows = stmt.query(params![operator, id.name, id.version])?;
+            rows.next()?.map(stored_policy).transpose()
+        })
+    }
+
+    fn policy_versions(&self, operator: &str) -> Result<Vec<PolicyVersion>> {
+        let active = self.activations(operator)?.into_iter().next();
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, version, sha256, installed_at, installed_by_kind, installed_by_id
+                 FROM policy_versions WHERE operator = ?1 ORDER BY installed_at, name, version",
+            )?;
+            let mut rows = stmt.query(params![operator])?;
+            let mut versions = Vec::new();
+            while let Some(row) = rows.next()? {
+                let id = PolicyId::new(row.get::<_, String>(0)?, row.get(1)?);
+                versions.push(PolicyVersion {
+                    active: active.as_ref() == Some(&id),
+                    id,
+                    sha256: row.get(2)?,
+                    installed_at: parse(&row.get::<_, String>(3)?, "time")?,
+                    installed_by: actor(row, 4)?,
+                });
+            }
+            Ok(versions)
+        })
+    }
+
+    fn activations(&self, operator: &str) -> Result<Vec<PolicyId>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, version FROM activations WHERE operator = ?1 ORDER BY seq DESC",
+            )?;
+            let ids = stmt
+                .query_map(params![operator], |row| {
+                    Ok(PolicyId::new(row.get::<_, String>(0)?, row.get(1)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(ids)
+        })
+    }
+
+    fn active_policies(&self) -> Result<Vec<(String, StoredPolicy)>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT operator, {POLICY_COLUMNS} FROM policy_versions p
+                 WHERE (name, version) = (SELECT name, version FROM activations a
+                     WHERE a.operator = p.operator ORDER BY seq DESC LIMIT 1)
+                 ORDER BY operator"
+            ))?;
+            let mut rows = stmt.query([])?;
+            let mut active = Vec::new();
+            while let Some(row) = rows.next()? {
+                let operator: String = row.get(0)?;
+                active.push((operator, stored_policy_at(row, 1)?));
+            }
+            Ok(active)
+        })
+    }
+
+    fn subject(
+        &self,
+        operator: &str,
+        subject: &SubjectRef,
+        now: Timestamp,
+    ) -> Result<SubjectState> {
+        self.read(|conn| subject_state(conn, operator, subject, now))
+    }
+
+    fn commit(&self, changes: Vec<Change>) -> Vec<Result<Committed>> {
+        let count = changes.len();
+        let results = self.write(move |conn| {
+            Ok(changes
+                .iter()
+                .map(|change| in_savepoint(conn, "change", |conn| apply_change(conn, change)))
+                .collect::<Vec<_>>())
+        });
+        match results {
+            Ok(results) => results,
+            Err(error) => {
+                let why = error.to_string();
+                (0..count).map(|_| Err(Error::Store(why.clone()))).collect()
+            }
+        }
+    }
+
+    fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Scheduled>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {SCHEDULE_COLUMNS} FROM schedules
+                 WHERE state = 'pending' AND at_ns <= ?1 ORDER BY at_ns, id LIMIT ?2"
+            ))?;
+            let mut rows = stmt.query(params![nanos(now), limit as i64])?;
+            let mut due = Vec::new();
+            while let Some(row) = rows.next()? {
+                due.push(scheduled(row)?.scheduled);
+            }
+            Ok(due)
+        })
+    }
+
+    fn next_due(&self) -> Result<Option<Timestamp>> {
+        self.read(|conn| {
+            let at: Option<String> = conn
+                .query_row(
+                    "SELECT at FROM schedules WHERE state = 'pending' ORDER BY at_ns, id LIMIT 1",
+                    [],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            at.map(|at| parse(&at, "time")).transpose()
+        })
+    }
+
+    fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE seq = ?1"))?;
+            let mut rows = stmt.query(params![seq as i64])?;
+            rows.next()?.map(audit_record).transpose()
+        })
+    }
+
+    fn scan_audit(
+        &self,
+        from: u64,
+        visit: &mut dyn FnMut(AuditRecord) -> ControlFlow<()>,
+    ) -> Result<()> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit WHERE seq >= ?1 ORDER BY seq"
+            ))?;
+            let mut rows = stmt.query(params![from as i64])?;
+            while let Some(row) = rows.next()? {
+                if visit(audit_record(row)?).is_break() {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn events(&self, operator: &str, consumer: &str, limit: usize) -> Result<Vec<Event>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events
+                 WHERE operator = ?1 AND seq > coalesce(
+                     (SELECT seq FROM cursors WHERE operator = ?1 AND consumer = ?2), 0)
+                 ORDER BY seq LIMIT ?3"
+            ))?;
+            let mut rows = stmt.query(params![operator, consumer, limit as i64])?;
+            let mut events = Vec::new();
+            while let Some(row) = rows.next()? {
+                events.push(event(row)?);
+            }
+            Ok(events)
+        })
+    }
+
+    fn ack(&self, operator: &str, consumer: &str, seq: u64) -> Result<()> {
+        let (operator, consumer) = (operator.to_owned(), consumer.to_owned());
+        self.write(move |conn| {
+            let known = conn
+                .query_row(
+                    "SELECT 1 FROM events WHERE operator = ?1 AND seq = ?2",
+                    params![operator, seq as i64],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if !known {
+                return Err(Error::UnknownEvent { operator, seq });
+            }
+            conn.execute(
+                "INSERT INTO cursors (operator, consumer, seq) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (operator, consumer) DO UPDATE SET seq = max(seq, excluded.seq)",
+                params![operator, consumer, seq as i64],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn import_locks(&self, import: LockImport) -> Result<Committed> {
+        self.write(move |conn| {
+            let mut committed = Committed::default();
+            for lock in &import.locks {
+                touch(conn, &import.operator, &lock.subject)?;
+                committed
+                    .locks_created
+                    .push(insert_lock(conn, &import.operator, lock)?);
+            }
+            committed.audit_seq = append_audit(conn, &import.operator, import.at, &import.audit)?;
+            Ok(committed)
+        })
+    }
+
+    fn subject_records(
+        &self,
+        operator: &str,
+        subject: &SubjectRef,
+        now: Timestamp,
+    ) -> Result<SubjectRecords> {
+        self.read(|conn| {
+            let key = params![operator, subject.kind.name(), subject.id];
+            let mut records = SubjectRecords {
+                state: subject_state(conn, operator, subject, now)?,
+                ..SubjectRecords::default()
+            };
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {LOCK_COLUMNS} FROM locks
+                 WHERE operator = ?1 AND subject_kind = ?2 AND subject_id = ?3 ORDER BY id"
+            ))?;
+            let mut rows = stmt.query(key)?;
+            while let Some(row) = rows.next()? {
+                records.locks.push(lock_record(row)?);
+            }
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {SCHEDULE_COLUMNS} FROM schedules
+                 WHERE operator = ?1 AND subject_kind = ?2 AND subject_id = ?3 ORDER BY id"
+            ))?;
+            let mut rows = stmt.query(key)?;
+            while let Some(row) = rows.next()? {
+                records.schedules.push(scheduled(row)?);
+            }
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit
+                 WHERE operator = ?1 AND subject_kind = ?2 AND subject_id = ?3 ORDER BY seq"
+            ))?;
+            let mut rows = stmt.query(key)?;
+            while let Some(row) = rows.next()? {
+                records.audit.push(audit_record(row)?);
+            }
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events
+                 WHERE operator = ?1 AND subject_kind = ?2 AND subject_id = ?3 ORDER BY seq"
+            ))?;
+            let mut rows = stmt.query(key)?;
+            while let Some(row) = rows.next()? {
+                records.events.push(event(row)?);
+            }
+            Ok(records)
+        })
+    }
+
+    fn anonymize(&self, anonymization: Anonymization) -> Result<Anonymized> {
+        self.write(move |conn| anonymize(conn, &anonymization))
+    }
+}
+
+const POLICY_COLUMNS: &str =
+    "name, version, sha256, wasm, settings, installed_at, installed_by_kind, installed_by_id";
+const LOCK_COLUMNS: &str = "id, subject_kind, subject_id, kind, actor_kind, actor_id, reason, \
+     message, since, until, legacy_id, lifted_at, lifted_by_kind, lifted_by_id, lift_reason, lift_mode";
+const SCHEDULE_COLUMNS: &str =
+    "id, operator, subject_kind, subject_id, at, action, trigger, params, state";
+const AUDIT_COLUMNS: &str = "seq, at, operator, kind, subject_kind, subject_id, actor_kind, \
+     actor_id, policy, payload, payload_sha256, redacted, prev_hash, hash";
+const EVENT_COLUMNS: &str = "seq, operator, kind, subject_kind, subject_id, data, at, audit_seq";
+
+fn apply_change(conn: &Connection, change: &Change) -> Result<Committed> {
+    let operator = change.operator.as_str();
+    for (subject, expected) in &change.expect {
+        if revision(conn, operator, subject)? != *expected {
+            return Err(Error::Conflict(subject.to_string()));
+        }
+    }
+    if let Some(id) = change.fires {
+        let fired = conn
+            .prepare_cached(
+                "UPDATE schedules SET state = 'fired', done_at = ?2
+                 WHERE id = ?1 AND state = 'pending'",
+            )?
+            .execute(params![id, change.at.to_string()])?;
+        if fired == 0 {
+            return Err(Error::AlreadyFired(id));
+        }
+    }
+    let mut committed = Committed::default();
+    for (index, write) in change.writes.iter().enumerate() {
+        apply_write(conn, operator, change.at, write, &mut committed).map_err(
+            |error| match error {
+                Refused(reason) => Error::Write { index, reason },
+                Failed(error) => error,
+            },
+        )?;
+    }
+    committed.audit_seq = append_audit(conn, operator, change.at, &change.audit)?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO events (operator, kind, subject_kind, subject_id, data, at, audit_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for event in &change.events {
+        insert.execute(params![
+            operator,
+            event.kind,
+            event.subject.kind.name(),
+            event.subject.id,
+            event.data.to_string(),
+            change.at.to_string(),
+            committed.audit_seq as i64,
+        ])?;
+        committed.events.push(conn.last_insert_rowid() as u64);
+    }
+    Ok(committed)
+}
+
+/// Why a write did not apply: the write itself is wrong, or the store failed.
+enum WriteError {
+    Refused(String),
+    Failed(Error),
+}
+use WriteError::{Failed, Refused};
+
+impl<E: Into<Error>> From<E> for WriteError {
+    fn from(error: E) -> Self {
+        Failed(error.into())
+    }
+}
+
+fn apply_write(
+    conn: &Connection,
+    operator: &str,
+    at: Timestamp,
+    write: &Write,
+    committed: &mut Committed,
+) -> std::result::Result<(), WriteError> {
+    match write {
+        Write::SetLock(lock) => {
+            touch(conn, operator, &lock.subject)?;
+            committed
+                .locks_created
+                .push(insert_lock(conn, operator, lock)?);
+        }
+        Write::LiftLocks {
+            subject,
+            kind,
+            lock_id,
+            lifted,
+        } => {
+            touch(conn, operator, subject)?;
+            let open = open_locks(conn, operator, subject)?;
+            let lifting: Vec<&Lock> = open
+                .iter()
+                .filter(|lock| kind.as_ref().is_none_or(|kind| *kind == lock.kind))
+                .filter(|lock| match lock_id {
+                    Some(id) => lock.id.as_ref() == Some(id),
+                    None => lock.is_active_at(at),
+                })
+                .collect();
+            if lifting.is_empty() {
+                let which = match (lock_id, kind) {
+                    (Some(id), _) => format!("no open lock `{id}`"),
+                    (None, Some(kind)) => format!("no active lock of kind `{kind}`"),
+                    (None, None) => "no active lock".to_owned(),
+                };
+                return Err(Refused(format!("subject `{subject}` has {which}")));
+            }
+            let mut lift = conn.prepare_cached(
+                "UPDATE locks SET lifted_at = ?2, lifted_by_kind = ?3, lifted_by_id = ?4,
+                     lift_reason = ?5, lift_mode = ?6 WHERE id = ?1",
+            )?;
+            let mut cancel = conn.prepare_cached(
+                "UPDATE schedules SET state = 'cancelled', done_at = ?2
+                 WHERE lock_id = ?1 AND state = 'pending'",
+            )?;
+            for lock in lifting {
+                let id = lock.id.as_deref().unwrap_or_default();
+                lift.execute(params![
+                    id,
+                    lifted.at.to_string(),
+                    lifted.actor.kind.name(),
+                    lifted.actor.id,
+                    lifted.reason,
+                    lifted.mode.name(),
+                ])?;
+                cancel.execute(params![id, at.to_string()])?;
+                committed.locks_lifted.push(id.to_owned());
+            }
+        }
+        Write::Schedule {
+            subject,
+            at: when,
+            action,
+            params,
+        } => {
+            touch(conn, operator, subject)?;
+            insert_schedule(
+                conn,
+                operator,
+                subject,
+                *when,
+                action,
+                Trigger::Scheduled,
+                params,
+                None,
+            )?;
+        }
+        Write::CancelSchedule { subject, action } => {
+            touch(conn, operator, subject)?;
+            let cancelled = conn
+                .prepare_cached(
+                    "UPDATE schedules SET state = 'cancelled', done_at = ?5
+                     WHERE operator = ?1 AND subject_kind = ?2 AND subject_id = ?3
+                       AND action = ?4 AND state = 'pending'",
+                )?
+                .execute(params![
+                    operator,
+                    subject.kind.name(),
+                    subject.id,
+                    action,
+                    at.to_string()
+                ])?;
+            if cancelled == 0 {
+                return Err(Refused(format!(
+                    "subject `{subject}` has no pending `{action}`"
+                )));
+            }
+        }
+        Write::SetStatus { subject, status } => {
+            touch(conn, operator, subject)?;
+            conn.prepare_cached(
+                "UPDATE subjects SET status = ?4 WHERE operator = ?1 AND kind = ?2 AND id = ?3",
+            )?
+            .execute(params![operator, subject.kind.name(), subject.id, status])?;
+        }
+        Write::SetSwitch {
+            subject,
+            switch,
+            on,
+        } => {
+            touch(conn, operator, subject)?;
+            conn.prepare_cached(
+                "INSERT INTO switches (operator, kind, id, switch, is_on) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (operator, kind, id, switch) DO UPDATE SET is_on = excluded.is_on",
+            )?
+            .execute(params![operator, subject.kind.name(), subject.id, switch, on])?;
+        }
+        Write::SetParent { subject, parent } => {
+            touch(conn, operator, subject)?;
+            conn.prepare_cached(
+                "UPDATE subjects SET parent_kind = ?4, parent_id = ?5
+                 WHERE operator = ?1 AND kind = ?2 AND id = ?3",
+            )?
+            .execute(params![
+                operator,
+                subject.kind.name(),
+                subject.id,
+                parent.kind.name(),
+                parent.id
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// Records that a subject changed: creates its row or bumps its revision.
+fn touch(conn: &Connection, operator: &str, subject: &SubjectRef) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO subjects (operator, kind, id, revision) VALUES (?1, ?2, ?3, 1)
+         ON CONFLICT (operator, kind, id) DO UPDATE SET revision = revision + 1",
+    )?
+    .execute(params![operator, subject.kind.name(), subject.id])?;
+    Ok(())
+}
+
+fn revision(conn: &Connection, operator: &str, subject: &SubjectRef) -> Result<u64> {
+    let revision: Option<i64> = conn
+        .prepare_cached(
+            "SELECT revision FROM subjects WHERE operator = ?1 AND kind = ?2 AND id = ?3",
+        )?
+        .query_row(params![operator, subject.kind.name(), subject.id], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    Ok(revision.unwrap_or(0) as u64)
+}
+
+/// Inserts a lock, and for a timed one the schedule of its expiry; returns
+/// the lock's id.
+fn insert_lock(conn: &Connection, operator: &str, new: &NewLock) -> Result<String> {
+    let lock = &new.lock;
+    conn.prepare_cached(
+        "INSERT INTO locks (operator, subject_kind, subject_id, kind, actor_kind, actor_id,
+             reason, message, since, until, legacy_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        operator,
+        new.subject.kind.name(),
+        new.subject.id,
+        lock.kind,
+        lock.actor.kind.name(),
+        lock.actor.id,
+        lock.reason,
+        lock.message,
+        lock.since.to_string(),
+        lock.until.map(|until| until.to_string()),
+        new.legacy_id,
+    ])?;
+    let id = conn.last_insert_rowid();
+    if let Some(until) = lock.until {
+        insert_schedule(
+            conn,
+            operator,
+            &new.subject,
+            until,
+            LOCK_EXPIRY_ACTION,
+            Trigger::Expired,
+            &json!({ "lock": id.to_string() }),
+            Some(id),
+        )?;
+    }
+    Ok(id.to_string())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_schedule(
+    conn: &Connection,
+    operator: &str,
+    subject: &SubjectRef,
+    at: Timestamp,
+    action: &str,
+    trigger: Trigger,
+    params: &Value,
+    lock_id: Option<i64>,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO schedules (operator, subject_kind, subject_id, at, at_ns, action, trigger,
+             params, lock_id, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending')",
+    )?
+    .execute(params![
+        operator,
+        subject.kind.name(),
+        subject.id,
+        at.to_string(),
+        nanos(at),
+        action,
+        trigger_name(trigger),
+        params.to_string(),
+        lock_id,
+    ])?;
+    Ok(())
+}
+
+/// Appends an audit record to the chain; returns its sequence number.
+fn append_audit(conn: &Connection, operator: &str, at: Timestamp, new: &NewAudit) -> Result<u64> {
+    let last: Option<(i64, String)> = conn
+        .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let (seq, prev_hash) = match last {
+        Some((seq, hash)) => (seq as u64 + 1, hash),
+        None => (1, GENESIS.to_owned()),
+    };
+    let payload = new.payload.to_string();
+    let mut record = AuditRecord {
+        seq,
+        at,
+        operator: operator.to_owned(),
+        kind: new.kind.clone(),
+        subject: new.subject.clone(),
+        actor: new.actor.clone(),
+        policy: new.policy.clone(),
+        payload_sha256: audit::payload_digest(&payload),
+        payload,
+        redacted: false,
+        prev_hash,
+        hash: String::new(),
+    };
+    record.hash = audit::link_hash(&record);
+    conn.prepare_cached(
+        "INSERT INTO audit (seq, at, operator, kind, subject_kind, subject_id, actor_kind,
+             actor_id, policy, payload, payload_sha256, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        seq as i64,
+        record.at.to_string(),
+        record.operator,
+        record.kind,
+        record.subject.as_ref().map(|s| s.kind.name()),
+        record.subject.as_ref().map(|s| s.id.as_str()),
+        record.actor.kind.name(),
+        record.actor.id,
+        record.policy.as_ref().map(ToString::to_string),
+        record.payload,
+        record.payload_sha256,
+        record.prev_hash,
+        record.hash,
+    ])?;
+    Ok(seq)
+}
+
+/// A subject's status, parent kind and id, and revision.
+type SubjectRow = (Option<String>, Option<String>, Option<String>, i64);
+
+fn subject_state(
+    conn: &Connection,
+    operator: &str,
+    subject: &SubjectRef,
+    now: Timestamp,
+) -> Result<SubjectState> {
+    let key = params![operator, subject.kind.name(), subject.id];
+    let row: Option<SubjectRow> = conn
+        .prepare_cached(
+            "SELECT status, parent_kind, parent_id, revision FROM subjects
+             WHERE operator = ?1 AND kind = ?2 AND id = ?3",
+        )?
+        .query_row(key, |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .optional()?;
+    let Some((status, parent_kind, parent_id, revision)) = row else {
+        return Ok(SubjectState::default());
+    };
+    let parent = match (parent_kind, parent_id) {
+        (Some(kind), Some(id)) => Some(SubjectRef::new(parse(&kind, "subject kind")?, id)),
+        _ => None,
+    };
+    let switches = conn
+        .prepare_cached(
+            "SELECT switch, is_on FROM switches WHERE operator = ?1 AND kind = ?2 AND id = ?3",
+        )?
+        .query_map(key, |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<BTreeMap<String, bool>>>()?;
+    let mut locks = open_locks(conn, operator, subject)?;
+    locks.retain(|lock| lock.is_active_at(now));
+    Ok(SubjectState {
+        status,
+        switches,
+        locks,
+        parent,
+        revision: revision as u64,
+    })
+}
+
+/// The subject's locks not lifted yet (whether or not their time is up).
+fn open_locks(conn: &Connection, operator: &str, subject: &SubjectRef) -> Result<Vec<Lock>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {LOCK_COLUMNS} FROM locks
+         WHERE operator = ?1 AND subject_kind = ?2 AND subject_id = ?3 AND lifted_at IS NULL
+         ORDER BY id"
+    ))?;
+    let mut rows = stmt.query(params![operator, subject.kind.name(), subject.id])?;
+    let mut locks = Vec::new();
+    while let Some(row) = rows.next()? {
+        locks.push(lock_record(row)?.lock);
+    }
+    Ok(locks)
+}
+
+fn anonymize(conn: &Connection, anonymization: &Anonymization) -> Result<Anonymized> {
+    let Anonymization {
+        operator,
+        subject,
+        at,
+        actor,
+        placeholder,
+    } = anonymization;
+    let key = params![operator, subject.kind.name(), subject.id];
+    let mut anonymized = Anonymized {
+        locks: conn.execute(
+            "UPDATE locks SET reason = ?4,
+                 message = CASE WHEN message IS NULL THEN NULL ELSE ?4 END,
+                 lift_reason = CASE WHEN lift_reason IS NULL THEN NULL ELSE ?4 END
+             WHERE operator = ?1 AND subject_kind = ?2 AND subject_id = ?3",
+            params![operator, subject.kind.name(), subject.id, placeholder],
+        )? as u64,
+        ..Anonymized::default()
+    };
+    // Decisions about the subject's children (a customer's contracts) carry
+    // the subject in their input, so their payloads go too.
+    let mut stmt = conn.prepare(
+        "SELECT seq FROM audit
+         WHERE operator = ?1 AND redacted = 0 AND (
+             (subject_kind = ?2 AND subject_id = ?3)
+             OR (subject_kind, subject_id) IN (SELECT kind, id FROM subjects
+                 WHERE operator = ?1 AND parent_kind = ?2 AND parent_id = ?3))
+         ORDER BY seq",
+    )?;
+    anonymized.audit_records = stmt
+        .query_map(key, |row| row.get::<_, i64>(0).map(|seq| seq as u64))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut redact =
+        conn.prepare_cached("UPDATE audit SET payload = ?2, redacted = 1 WHERE seq = ?1")?;
+    for seq in &anonymized.audit_records {
+        redact.execute(params![*seq as i64, REDACTED_PAYLOAD])?;
+    }
+    anonymized.events = conn.execute(
+        "UPDATE events SET data = 'null'
+         WHERE operator = ?1 AND subject_kind = ?2 AND subject_id = ?3",
+        key,
+    )? as u64;
+    anonymized.audit_seq = append_audit(
+        conn,
+        operator,
+        *at,
+        &NewAudit {
+            kind: ANONYMIZED.to_owned(),
+            subject: Some(subject.clone()),
+            actor: actor.clone(),
+            policy: None,
+            payload: json!({
+                "redacted": anonymized.audit_records,
+                "locks": anonymized.locks,
+                "events": anonymized.events,
+            }),
+        },
+    )?;
+    Ok(anonymized)
+}
+
+fn nanos(at: Timestamp) -> i64 {
+    let nanos = at.get().unix_timestamp_nanos();
+    nanos.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
+fn trigger_name(trigger: Trigger) -> &'static str {
+    match trigger {
+        Trigger::Action => "action",
+        Trigger::Expired => "expired",
+        Trigger::Scheduled => "scheduled",
+    }
+}
+
+/// Parses a stored value; a value that does not parse means the file was
+/// changed outside rulehost.
+fn parse<T: FromStr>(text: &str, what: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse()
+        .map_err(|e| Error::Store(format!("invalid {what} `{text}` in the store: {e}")))
+}
+
+fn actor(row: &Row<'_>, at: usize) -> Result<Actor> {
+    Ok(Actor {
+        kind: parse::<ActorKind>(&row.get::<_, String>(at)?, "actor kind")?,
+        id: row.get(at + 1)?,
+    })
+}
+
+fn subject_at(row: &Row<'_>, at: usize) -> Result<SubjectRef> {
+    Ok(SubjectRef::new(
+        parse::<SubjectKind>(&row.get::<_, String>(at)?, "subject kind")?,
+        row.get::<_, String>(at + 1)?,
+    ))
+}
+
+fn json(text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| Error::Store(format!("invalid JSON in the store: {e}")))
+}
+
+fn stored_policy(row: &Row<'_>) -> Result<StoredPolicy> {
+    stored_policy_at(row, 0)
+}
+
+fn stored_policy_at(row: &Row<'_>, at: usize) -> Result<StoredPolicy> {
+    Ok(StoredPolicy {
+        id: PolicyId::new(row.get::<_, String>(at)?, row.get(at + 1)?),
+        sha256: row.get(at + 2)?,
+        wasm: row.get(at + 3)?,
+        settings: json(&row.get::<_, String>(at + 4)?)?,
+        installed_at: parse(&row.get::<_, String>(at + 5)?, "time")?,
+        installed_by: actor(row, at + 6)?,
+    })
+}
+
+fn lock_record(row: &Row<'_>) -> Result<LockRecord> {
+    let optional_time = |at: usize| -> Result<Option<Timestamp>> {
+        row.get::<_, Option<String>>(at)?
+            .map(|text| parse(&text, "time"))
+            .transpose()
+    };
+    let lifted = match optional_time(11)? {
+        Some(at) => Some(Lifted {
+            at,
+            actor: actor(row, 12)?,
+            reason: row.get(14)?,
+            mode: match row.get::<_, String>(15)?.as_str() {
+                "automatic" => LiftMode::Automatic,
+                _ => LiftMode::Manual,
+            },
+        }),
+        None => None,
+    };
+    Ok(LockRecord {
+        subject: subject_at(row, 1)?,
+        lock: Lock {
+            id: Some(row.get::<_, i64>(0)?.to_string()),
+            kind: row.get(3)?,
+            actor: actor(row, 4)?,
+            reason: row.get(6)?,
+            message: row.get(7)?,
+            since: parse(&row.get::<_, String>(8)?, "time")?,
+            until: optional_time(9)?,
+        },
+        legacy_id: row.get(10)?,
+        lifted,
+    })
+}
+
+fn scheduled(row: &Row<'_>) -> Result<ScheduleRecord> {
+    let trigger = match row.get::<_, String>(6)?.as_str() {
+        "expired" => Trigger::Expired,
+        "action" => Trigger::Action,
+        _ => Trigger::Scheduled,
+    };
+    Ok(ScheduleRecord {
+        scheduled: Scheduled {
+            id: row.get(0)?,
+            operator: row.get(1)?,
+            subject: subject_at(row, 2)?,
+            at: parse(&row.get::<_, String>(4)?, "time")?,
+            action: row.get(5)?,
+            trigger,
+            params: json(&row.get::<_, String>(7)?)?,
+        },
+        state: row.get(8)?,
+    })
+}
+
+fn audit_record(row: &Row<'_>) -> Result<AuditRecord> {
+    let subject = match row.get::<_, Option<String>>(4)? {
+        Some(_) => Some(subject_at(row, 4)?),
+        None => None,
+    };
+    Ok(AuditRecord {
+        seq: row.get::<_, i64>(0)? as u64,
+        at: parse(&row.get::<_, String>(1)?, "time")?,
+        operator: row.get(2)?,
+        kind: row.get(3)?,
+        subject,
+        actor: actor(row, 6)?,
+        policy: row
+            .get::<_, Option<String>>(8)?
+            .map(|text| parse(&text, "policy id"))
+            .transpose()?,
+        payload: row.get(9)?,
+        payload_sha256: row.get(10)?,
+        redacted: row.get(11)?,
+        prev_hash: row.get(12)?,
+        hash: row.get(13)?,
+    })
+}
+
+fn event(row: &Row<'_>) -> Result<Event> {
+    Ok(Event {
+        seq: row.get::<_, i64>(0)? as u64,
+        operator: row.get(1)?,
+        kind: row.get(2)?,
+        subject: subject_at(row, 3)?,
+        data: json(&row.get::<_, String>(5)?)?,
+        at: parse(&row.get::<_, String>(6)?, "time")?,
+        audit_seq: row.get::<_, i64>(7)? as u64,
+    })
+}

@@ -1,0 +1,750 @@
+//! Lifecycle state through `rulehost::Host` on a SQLite file, with the
+//! compiled subscription policy: locks and their expiry (HOST-3, GYM-8),
+//! atomic effects and the audit trail (HOST-4), rollback (HOST-6), the
+//! outbox (HOST-7), legacy import (GYM-12), export and anonymization
+//! (PUB-4, PUB-5).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rulehost::import::{ImportFormat, OnBadRow};
+use rulehost::store::{LiftMode, SqliteStore, Store};
+use rulehost::wire::{
+    Actor, AuthorizeDecision, Subject, SubjectKind, SubjectRef, Timestamp, TransitionDecision,
+    TransitionInput, Trigger,
+};
+use rulehost::{
+    Clock, EngineConfig, Error, Host, ManualClock, Outcome, PolicyId, ReplayWith, Scheduler,
+    host_actor,
+};
+use serde_json::{Value, json};
+
+use crate::support::{at, contract_of, customer, fixed_transition, request};
+
+const OPERATOR: &str = "acme";
+const T0: &str = "2026-11-22T10:00:00Z";
+
+fn open(dir: &Path) -> Host {
+    Host::open(dir.join("rulehost.db"), EngineConfig::default()).expect("host opens")
+}
+
+fn anna() -> Actor {
+    Actor::staff("anna")
+}
+
+fn c1() -> SubjectRef {
+    SubjectRef::new(SubjectKind::Customer, "c-1")
+}
+
+/// Installs and activates the bundled subscription policy as `version`.
+fn activate_subscription(host: &Host, version: u32, settings: Value) {
+    let wasm = rulehost::bundled::get("subscription").expect("bundled");
+    let id = PolicyId::new("subscription", version);
+    host.install(OPERATOR, id.clone(), wasm, &settings, &anna(), at(T0))
+        .expect("install");
+    host.activate(OPERATOR, &id, &anna(), at(T0))
+        .expect("activate");
+}
+
+/// A host in `dir` with subscription@1 active.
+fn subscription_host(dir: &Path) -> Host {
+    let host = open(dir);
+    activate_subscription(&host, 1, json!({}));
+    host
+}
+
+fn lock_c1(host: &Host, now: &str, params: Value) -> Outcome {
+    host.transition(
+        OPERATOR,
+        at(now),
+        TransitionInput {
+            trigger: Trigger::Action,
+            action: "lock".into(),
+            actor: anna(),
+            subject: Subject::new(SubjectKind::Customer, "c-1"),
+            params,
+        },
+    )
+    .expect("lock transition")
+}
+
+fn event_kinds(host: &Host) -> Vec<String> {
+    host.events(OPERATOR, "test", 100)
+        .expect("events")
+        .into_iter()
+        .map(|event| format!("{} {}", event.kind, event.subject))
+        .collect()
+}
+
+async fn run_through(scheduler: &mut Scheduler, now: Timestamp) -> rulehost::FireReport {
+    let run = tokio::time::timeout(Duration::from_secs(60), scheduler.ran_through(now))
+        .await
+        .expect("the scheduler ran within a minute")
+        .expect("the scheduler is running");
+    run.result.expect("the run succeeded")
+}
+
+#[tokio::test]
+async fn gym_8_host_3_timed_lock_is_lifted_when_the_clock_passes_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Arc::new(subscription_host(dir.path()));
+    let outcome = lock_c1(
+        &host,
+        T0,
+        json!({ "reason": "payment_deferral", "until": "2026-11-27T10:00:00Z" }),
+    );
+    let lock_id = outcome.committed.expect("committed").locks_created[0].clone();
+    assert_eq!(
+        host.subject(OPERATOR, &c1(), at(T0)).unwrap().locks.len(),
+        1
+    );
+
+    let clock = Arc::new(ManualClock::new(at(T0)));
+    let mut scheduler = Scheduler::start(Arc::clone(&host), clock.clone());
+    assert_eq!(run_through(&mut scheduler, at(T0)).await.fired, 0);
+
+    clock.set(at("2026-11-27T09:59:59Z"));
+    assert_eq!(run_through(&mut scheduler, clock.now()).await.fired, 0);
+    clock.set(at("2026-11-27T10:00:00Z"));
+    let report = run_through(&mut scheduler, clock.now()).await;
+    assert_eq!(report.fired, 1);
+    scheduler.stop().await;
+
+    let now = at("2026-11-27T10:00:00Z");
+    assert!(host.subject(OPERATOR, &c1(), now).unwrap().locks.is_empty());
+    let records = host.export_subject(OPERATOR, &c1(), now).unwrap();
+    let lifted = records.locks[0].lifted.clone().expect("lifted");
+    assert_eq!(records.locks[0].lock.id.as_deref(), Some(lock_id.as_str()));
+    assert_eq!(lifted.mode, LiftMode::Automatic);
+    assert_eq!(lifted.actor, host_actor());
+    assert_eq!(lifted.reason, "expired");
+    assert_eq!(lifted.at, now);
+
+    let expiry = records.audit.last().expect("the expiry's audit record");
+    assert_eq!(expiry.kind, "decision");
+    assert_eq!(expiry.actor, host_actor());
+    let payload: Value = serde_json::from_str(&expiry.payload).unwrap();
+    assert_eq!(payload["envelope"]["input"]["trigger"], "expired");
+    assert_eq!(
+        payload["envelope"]["input"]["params"]["lock"],
+        lock_id.as_str()
+    );
+    assert_eq!(
+        payload["decision"],
+        json!({ "decision": "apply", "effects": [] })
+    );
+
+    assert_eq!(
+        event_kinds(&host),
+        ["customer.locked customer:c-1", "lock.expired customer:c-1"]
+    );
+    let events = host.events(OPERATOR, "test", 100).unwrap();
+    assert_eq!(events[1].data, json!({ "lock": lock_id }));
+    assert_eq!(events[1].audit_seq, expiry.seq);
+    assert!(host.verify_audit().unwrap().is_intact());
+}
+
+#[tokio::test]
+async fn host_3_a_lock_that_fell_due_while_the_host_was_down_fires_once_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let host = subscription_host(dir.path());
+        lock_c1(
+            &host,
+            T0,
+            json!({ "reason": "payment_deferral", "until": "2026-11-23T10:00:00Z" }),
+        );
+    }
+    let later = at("2026-11-25T08:00:00Z");
+    let host = Arc::new(open(dir.path()));
+    assert_eq!(host.next_due().unwrap(), Some(at("2026-11-23T10:00:00Z")));
+    let mut scheduler = Scheduler::start(Arc::clone(&host), Arc::new(ManualClock::new(later)));
+    assert_eq!(run_through(&mut scheduler, later).await.fired, 1);
+    scheduler.stop().await;
+    assert_eq!(host.fire_due(later).unwrap().fired, 0);
+    drop(host);
+
+    let host = open(dir.path());
+    assert_eq!(host.fire_due(later).unwrap().fired, 0);
+    assert_eq!(host.next_due().unwrap(), None);
+    assert_eq!(
+        event_kinds(&host),
+        ["customer.locked customer:c-1", "lock.expired customer:c-1"]
+    );
+    let lifted = host.export_subject(OPERATOR, &c1(), later).unwrap().locks[0]
+        .lifted
+        .clone()
+        .expect("lifted");
+    assert_eq!((lifted.at, lifted.mode), (later, LiftMode::Automatic));
+}
+
+#[test]
+fn host_4_an_effect_batch_that_fails_halfway_leaves_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path());
+    let reply = json!({ "ok": { "decision": "apply", "effects": [
+        { "effect": "set_lock", "subject": { "kind": "customer", "id": "c-1" },
+          "kind": "full", "reason": "fraud_check" },
+        { "effect": "set_switch", "subject": { "kind": "contract", "id": "k-1" },
+          "switch": "automatic_billing", "on": false },
+        { "effect": "lift_lock", "subject": { "kind": "customer", "id": "c-2" },
+          "reason": "resolved" },
+    ]}})
+    .to_string();
+    let id = PolicyId::new("halfway", 1);
+    host.install(
+        OPERATOR,
+        id.clone(),
+        fixed_transition(&reply).as_bytes(),
+        &json!({}),
+        &anna(),
+        at(T0),
+    )
+    .unwrap();
+    host.activate(OPERATOR, &id, &anna(), at(T0)).unwrap();
+    let records_before = host.verify_audit().unwrap().records;
+
+    let error = host
+        .transition(
+            OPERATOR,
+            at(T0),
+            TransitionInput {
+                trigger: Trigger::Action,
+                action: "lock".into(),
+                actor: anna(),
+                subject: Subject::new(SubjectKind::Customer, "c-1"),
+                params: Value::Null,
+            },
+        )
+        .expect_err("the third effect cannot be applied");
+    assert_eq!(
+        error.to_string(),
+        "effect 2 (`lift_lock`) of policy `halfway@1` cannot be applied, nothing was changed: \
+         subject `customer:c-2` has no active lock"
+    );
+    let state = host.subject(OPERATOR, &c1(), at(T0)).unwrap();
+    assert!(state.locks.is_empty());
+    assert_eq!(state.revision, 0);
+    let contract = SubjectRef::new(SubjectKind::Contract, "k-1");
+    assert!(
+        host.subject(OPERATOR, &contract, at(T0))
+            .unwrap()
+            .switches
+            .is_empty()
+    );
+    assert_eq!(host.verify_audit().unwrap().records, records_before);
+    assert!(event_kinds(&host).is_empty());
+}
+
+#[test]
+fn host_4_a_refused_transition_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = subscription_host(dir.path());
+    let records_before = host.verify_audit().unwrap().records;
+    let outcome = host
+        .transition(
+            OPERATOR,
+            at(T0),
+            TransitionInput {
+                trigger: Trigger::Action,
+                action: "lock".into(),
+                actor: Actor::self_service("c-1"),
+                subject: Subject::new(SubjectKind::Customer, "c-1"),
+                params: json!({ "reason": "none" }),
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        outcome.evaluation.decision,
+        TransitionDecision::Refuse {
+            code: "staff_only".into(),
+            reason: "only staff may lock a customer (SUB-1)".into()
+        }
+    );
+    assert_eq!(outcome.committed, None);
+    assert_eq!(host.verify_audit().unwrap().records, records_before);
+    assert!(event_kinds(&host).is_empty());
+}
+
+/// A host with a few audit records: two policy records and a lock.
+fn audited_host(dir: &Path) -> Host {
+    let host = subscription_host(dir);
+    lock_c1(&host, T0, json!({ "reason": "fraud_check" }));
+    let verification = host.verify_audit().unwrap();
+    assert_eq!((verification.records, verification.broken), (3, None));
+    host
+}
+
+fn tamper(dir: &Path, sql: &str) {
+    let conn = rusqlite::Connection::open(dir.join("rulehost.db")).unwrap();
+    assert_eq!(conn.execute(sql, []).unwrap(), 1, "{sql}");
+}
+
+#[test]
+fn host_4_verify_finds_a_tampered_payload_at_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = audited_host(dir.path());
+    tamper(
+        dir.path(),
+        "UPDATE audit SET payload = replace(payload, 'fraud_check', 'paid_late') WHERE seq = 3",
+    );
+    let broken = host.verify_audit().unwrap().broken.expect("broken");
+    assert_eq!(broken.seq, 3);
+    assert_eq!(broken.reason, "its payload does not match its digest");
+}
+
+#[test]
+fn host_4_verify_finds_a_changed_actor_and_a_removed_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = audited_host(dir.path());
+    tamper(
+        dir.path(),
+        "UPDATE audit SET actor_id = 'bob' WHERE seq = 2",
+    );
+    let verification = host.verify_audit().unwrap();
+    assert_eq!(verification.records, 1);
+    let broken = verification.broken.expect("broken");
+    assert_eq!(
+        (broken.seq, broken.reason.as_str()),
+        (2, "its fields do not match its hash")
+    );
+
+    tamper(dir.path(), "DELETE FROM audit WHERE seq = 2");
+    let broken = host.verify_audit().unwrap().broken.expect("broken");
+    assert_eq!(broken.seq, 3);
+    assert_eq!(
+        broken.reason,
+        "expected record `2`, found record `3`: records are missing"
+    );
+}
+
+#[test]
+fn host_4_verify_finds_a_payload_redacted_outside_anonymization() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = audited_host(dir.path());
+    tamper(
+        dir.path(),
+        r#"UPDATE audit SET payload = '{"redacted":true}', redacted = 1 WHERE seq = 3"#,
+    );
+    let broken = host.verify_audit().unwrap().broken.expect("broken");
+    assert_eq!(broken.seq, 3);
+    assert_eq!(
+        broken.reason,
+        "its payload was removed without an anonymization record"
+    );
+}
+
+fn authorize_change_contract(host: &Host, now: &str) -> AuthorizeDecision {
+    let contract = contract_of(customer(vec![]));
+    host.authorize(
+        OPERATOR,
+        at(now),
+        request("change_contract", anna(), contract),
+    )
+    .unwrap()
+    .decision
+}
+
+#[test]
+fn host_6_rollback_to_the_previous_version_changes_decisions_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = subscription_host(dir.path());
+    lock_c1(&host, T0, json!({ "reason": "fraud_check" }));
+    let later = "2026-11-22T11:00:00Z";
+    // The backend passes no lock: the host adds the customer's lock (SUB-4).
+    let AuthorizeDecision::Deny { code, .. } = authorize_change_contract(&host, later) else {
+        panic!("subscription@1 refuses contract changes of a locked customer");
+    };
+    assert_eq!(code, "customer_locked");
+
+    let wasm = rulehost::bundled::get("subscription").unwrap();
+    let v2 = PolicyId::new("subscription", 2);
+    host.install(
+        OPERATOR,
+        v2.clone(),
+        wasm,
+        &json!({ "allowed_while_locked": ["end_contract", "change_contract"] }),
+        &anna(),
+        at(later),
+    )
+    .unwrap();
+    assert!(matches!(
+        authorize_change_contract(&host, later),
+        AuthorizeDecision::Deny { .. }
+    ));
+    host.activate(OPERATOR, &v2, &anna(), at(later)).unwrap();
+    assert_eq!(
+        authorize_change_contract(&host, later),
+        AuthorizeDecision::Allow
+    );
+
+    let back = host.rollback(OPERATOR, &anna(), at(later)).unwrap();
+    assert_eq!(back, PolicyId::new("subscription", 1));
+    assert!(matches!(
+        authorize_change_contract(&host, later),
+        AuthorizeDecision::Deny { .. }
+    ));
+    let active: Vec<String> = host
+        .policy_versions(OPERATOR)
+        .unwrap()
+        .into_iter()
+        .filter(|version| version.active)
+        .map(|version| version.id.to_string())
+        .collect();
+    assert_eq!(active, ["subscription@1"]);
+
+    // The choice survives a restart.
+    drop(host);
+    let host = open(dir.path());
+    assert!(matches!(
+        authorize_change_contract(&host, later),
+        AuthorizeDecision::Deny { .. }
+    ));
+}
+
+#[test]
+fn host_6_installing_a_version_twice_or_activating_an_unknown_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = subscription_host(dir.path());
+    let wasm = rulehost::bundled::get("subscription").unwrap();
+    let again = host
+        .install(
+            OPERATOR,
+            PolicyId::new("subscription", 1),
+            wasm,
+            &json!({}),
+            &anna(),
+            at(T0),
+        )
+        .unwrap_err();
+    assert_eq!(
+        again.to_string(),
+        "operator `acme` already has policy `subscription@1` installed"
+    );
+    let unknown = host
+        .activate(OPERATOR, &PolicyId::new("subscription", 7), &anna(), at(T0))
+        .unwrap_err();
+    assert_eq!(
+        unknown.to_string(),
+        "operator `acme` has no policy `subscription@7` installed"
+    );
+    assert_eq!(
+        host.rollback(OPERATOR, &anna(), at(T0))
+            .unwrap_err()
+            .to_string(),
+        "operator `acme` has no earlier policy version to roll back to"
+    );
+}
+
+#[test]
+fn host_4_replay_reports_no_difference_then_the_difference_after_the_policy_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = subscription_host(dir.path());
+    let outcome = lock_c1(&host, T0, json!({ "reason": "fraud_check" }));
+    let seq = outcome.committed.unwrap().audit_seq;
+
+    let replay = host.replay(seq, ReplayWith::Recorded).unwrap();
+    assert_eq!(replay.difference, None);
+    assert_eq!(replay.replayed, replay.recorded);
+    assert_eq!(replay.recorded["decision"], "apply");
+    assert_eq!(
+        host.replay(seq, ReplayWith::Active).unwrap().difference,
+        None
+    );
+
+    let refuse = r#"{"ok":{"decision":"refuse","code":"frozen","reason":"no changes"}}"#;
+    let id = PolicyId::new("subscription", 2);
+    host.install(
+        OPERATOR,
+        id.clone(),
+        fixed_transition(refuse).as_bytes(),
+        &json!({}),
+        &anna(),
+        at(T0),
+    )
+    .unwrap();
+    host.activate(OPERATOR, &id, &anna(), at(T0)).unwrap();
+    let replay = host.replay(seq, ReplayWith::Active).unwrap();
+    assert_eq!(replay.recorded_policy.to_string(), "subscription@1");
+    assert_eq!(replay.replayed_policy.to_string(), "subscription@2");
+    assert_eq!(
+        replay.difference.as_deref(),
+        Some(r#"at `/code`: recorded `null`, replayed `"frozen"`"#)
+    );
+    assert_eq!(
+        host.replay(seq, ReplayWith::Recorded).unwrap().difference,
+        None
+    );
+    assert_eq!(
+        host.replay(1, ReplayWith::Recorded)
+            .unwrap_err()
+            .to_string(),
+        "audit record `1` is a `policy.installed` record, not a decision"
+    );
+}
+
+#[test]
+fn host_7_events_are_delivered_until_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = subscription_host(dir.path());
+    lock_c1(&host, T0, json!({ "reason": "fraud_check" }));
+    host.transition(
+        OPERATOR,
+        at("2026-11-22T12:00:00Z"),
+        TransitionInput {
+            trigger: Trigger::Action,
+            action: "unlock".into(),
+            actor: anna(),
+            subject: Subject::new(SubjectKind::Customer, "c-1"),
+            params: json!({ "reason": "identity confirmed" }),
+        },
+    )
+    .unwrap();
+    let first = host.events(OPERATOR, "billing", 10).unwrap();
+    let kinds: Vec<&str> = first.iter().map(|event| event.kind.as_str()).collect();
+    assert_eq!(kinds, ["customer.locked", "customer.unlocked"]);
+    assert_eq!(
+        first[1].data,
+        json!({ "kind": null, "actor": { "kind": "staff", "id": "anna" }, "reason": "identity confirmed" })
+    );
+    // Not acknowledged: delivered again, to this consumer and to others.
+    assert_eq!(host.events(OPERATOR, "billing", 10).unwrap(), first);
+    host.ack(OPERATOR, "billing", first[0].seq).unwrap();
+    assert_eq!(host.events(OPERATOR, "billing", 10).unwrap(), first[1..]);
+    assert_eq!(host.events(OPERATOR, "mailer", 10).unwrap(), first);
+    // The cursor never moves back.
+    host.ack(OPERATOR, "billing", first[1].seq).unwrap();
+    host.ack(OPERATOR, "billing", first[0].seq).unwrap();
+    assert!(host.events(OPERATOR, "billing", 10).unwrap().is_empty());
+    assert!(host.events("other", "billing", 10).unwrap().is_empty());
+    assert_eq!(
+        host.ack(OPERATOR, "billing", 99).unwrap_err().to_string(),
+        "operator `acme` has no event `99`"
+    );
+}
+
+const GOOD_JSONL: &str = r#"{"subject_id":"c-1","actor":"legacy-anna","reason":"payment_deferral","since":"2026-10-01T00:00:00Z","until":"2026-11-30T00:00:00Z","legacy_id":"L-17"}
+
+{"subject_id":"c-2","actor":"legacy-bob","reason":"fraud","message":"call the office","since":"2025-01-01T00:00:00Z"}
+{"subject_kind":"contract","subject_id":"k-9","kind":"access","actor":"legacy-anna","reason":"dispute","since":"2026-11-01T00:00:00Z","until":"2026-11-20T00:00:00Z"}
+"#;
+
+#[test]
+fn gym_12_legacy_locks_are_imported_with_their_data_and_expire_like_native_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = subscription_host(dir.path());
+    let report = host
+        .import_locks(
+            OPERATOR,
+            GOOD_JSONL,
+            ImportFormat::JsonLines,
+            OnBadRow::Refuse,
+            &anna(),
+            at(T0),
+        )
+        .unwrap();
+    assert_eq!(report.lock_ids.len(), 3);
+    assert!(report.skipped.is_empty());
+
+    let records = host.export_subject(OPERATOR, &c1(), at(T0)).unwrap();
+    let imported = &records.locks[0];
+    assert_eq!(imported.legacy_id.as_deref(), Some("L-17"));
+    assert_eq!(imported.lock.actor, Actor::staff("legacy-anna"));
+    assert_eq!(imported.lock.since, at("2026-10-01T00:00:00Z"));
+    assert_eq!(imported.lock.until, Some(at("2026-11-30T00:00:00Z")));
+    assert_eq!(records.state.locks.len(), 1);
+    // A native check sees the imported lock.
+    assert!(matches!(
+        authorize_change_contract(&host, T0),
+        AuthorizeDecision::Deny { .. }
+    ));
+
+    // The contract lock ended before the import: it is lifted at the next
+    // run; the customer's at its own end.
+    assert_eq!(host.fire_due(at(T0)).unwrap().fired, 1);
+    assert_eq!(event_kinds(&host), ["lock.expired contract:k-9"]);
+    assert_eq!(host.fire_due(at("2026-11-30T00:00:00Z")).unwrap().fired, 1);
+    assert_eq!(
+        event_kinds(&host),
+        ["lock.expired contract:k-9", "lock.expired customer:c-1"]
+    );
+    let c2 = SubjectRef::new(SubjectKind::Customer, "c-2");
+    assert_eq!(
+        host.subject(OPERATOR, &c2, at("2030-01-01T00:00:00Z"))
+            .unwrap()
+            .locks
+            .len(),
+        1
+    );
+}
+
+const BAD_CSV: &str = "subject_id,actor,reason,since,until
+c-1,legacy-anna,payment_deferral,2026-10-01T00:00:00Z,2026-11-30T00:00:00Z
+c-2,legacy-bob,fraud,yesterday,
+c-3,legacy-bob,,2026-10-01T00:00:00Z,
+c-4,legacy-bob,dispute,2026-10-05T00:00:00Z,2026-10-01T00:00:00Z
+";
+
+#[test]
+fn gym_12_a_bad_file_is_refused_with_line_numbers_and_nothing_is_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = subscription_host(dir.path());
+    let records_before = host.verify_audit().unwrap().records;
+    let error = host
+        .import_locks(
+            OPERATOR,
+            BAD_CSV,
+            ImportFormat::Csv,
+            OnBadRow::Refuse,
+            &anna(),
+            at(T0),
+        )
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "import refused, nothing was imported: \
+         line 3: column `since`: invalid date and time `yesterday`: the 'year' component could not be parsed; \
+         line 4: missing field `reason`; \
+         line 5: `until` `2026-10-01T00:00:00Z` is not after `since` `2026-10-05T00:00:00Z`"
+    );
+    assert!(
+        host.subject(OPERATOR, &c1(), at(T0))
+            .unwrap()
+            .locks
+            .is_empty()
+    );
+    assert_eq!(host.verify_audit().unwrap().records, records_before);
+
+    let report = host
+        .import_locks(
+            OPERATOR,
+            BAD_CSV,
+            ImportFormat::Csv,
+            OnBadRow::Skip,
+            &anna(),
+            at(T0),
+        )
+        .unwrap();
+    assert_eq!(report.lock_ids.len(), 1);
+    let lines: Vec<u64> = report.skipped.iter().map(|row| row.line).collect();
+    assert_eq!(lines, [3, 4, 5]);
+    assert_eq!(
+        host.subject(OPERATOR, &c1(), at(T0)).unwrap().locks.len(),
+        1
+    );
+}
+
+#[test]
+fn gym_12_jsonl_errors_name_the_line_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = subscription_host(dir.path());
+    let text = "{\"subject_id\":\"c-1\",\"actor\":\"a\",\"reason\":\"r\",\"since\":\"2026-10-01T00:00:00Z\",\"colour\":\"red\"}\n{\"subject_kind\":\"person\",\"subject_id\":\"c-1\",\"actor\":\"a\",\"reason\":\"r\",\"since\":\"2026-10-01T00:00:00Z\"}\nnot json\n";
+    let error = host
+        .import_locks(
+            OPERATOR,
+            text,
+            ImportFormat::JsonLines,
+            OnBadRow::Refuse,
+            &anna(),
+            at(T0),
+        )
+        .unwrap_err();
+    let Error::Import(rows) = error else {
+        panic!("an import error");
+    };
+    let messages: Vec<String> = rows.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        messages,
+        [
+            "line 1: unknown field `colour`, expected one of `subject_kind`, `subject_id`, `kind`, `actor`, `actor_kind`, `reason`, `message`, `since`, `until`, `legacy_id` at line 1 column 84",
+            "line 2: unknown subject kind `person`: expected one of `customer`, `contract`, `invoice`, `case`",
+            "line 3: expected ident at line 1 column 2",
+        ]
+    );
+}
+
+#[test]
+fn pub_4_pub_5_export_then_anonymize_keeps_actors_and_a_verifying_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = subscription_host(dir.path());
+    let secret = "owes 300 EUR after the divorce";
+    let outcome = lock_c1(
+        &host,
+        T0,
+        json!({ "reason": "payment_deferral", "message": secret }),
+    );
+    let seq = outcome.committed.unwrap().audit_seq;
+
+    let export =
+        serde_json::to_string(&host.export_subject(OPERATOR, &c1(), at(T0)).unwrap()).unwrap();
+    assert!(export.contains(secret), "{export}");
+    assert!(export.contains("\"customer.locked\""), "{export}");
+
+    let anonymized = host
+        .anonymize_subject(OPERATOR, &c1(), &Actor::staff("dpo"), at(T0))
+        .unwrap();
+    assert_eq!(anonymized.locks, 1);
+    assert_eq!(anonymized.audit_records, [seq]);
+    assert_eq!(anonymized.events, 1);
+
+    let records = host.export_subject(OPERATOR, &c1(), at(T0)).unwrap();
+    let export = serde_json::to_string(&records).unwrap();
+    assert!(!export.contains(secret), "{export}");
+    assert!(!export.contains("payment_deferral"), "{export}");
+    let lock = &records.locks[0].lock;
+    assert_eq!(lock.actor, anna());
+    assert_eq!(
+        (lock.reason.as_str(), lock.message.as_deref()),
+        ("anonymized", Some("anonymized"))
+    );
+    assert_eq!(records.audit[0].actor, anna());
+    assert!(records.audit[0].redacted);
+    assert_eq!(records.audit[1].kind, "subject.anonymized");
+    assert_eq!(records.audit[1].actor, Actor::staff("dpo"));
+
+    let verification = host.verify_audit().unwrap();
+    assert!(verification.is_intact(), "{verification:?}");
+    assert_eq!(
+        host.replay(seq, ReplayWith::Recorded)
+            .unwrap_err()
+            .to_string(),
+        format!("audit record `{seq}` was anonymized and cannot be replayed")
+    );
+}
+
+#[test]
+fn a_store_from_a_newer_rulehost_or_not_a_database_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let newer = dir.path().join("newer.db");
+    rusqlite::Connection::open(&newer)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let error = SqliteStore::open(&newer).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        format!(
+            "cannot open store `{}`: its schema version `99` is newer than this rulehost's `1`",
+            newer.display()
+        )
+    );
+
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![7u8; 8192]).unwrap();
+    let error = SqliteStore::open(&garbage).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        format!(
+            "cannot open store `{}`: file is not a database",
+            garbage.display()
+        )
+    );
+
+    // Reopening migrates nothing and keeps the data.
+    let store = SqliteStore::open(dir.path().join("ok.db")).unwrap();
+    assert_eq!(store.next_due().unwrap(), None);
+    drop(store);
+    let store = SqliteStore::open(dir.path().join("ok.db")).unwrap();
+    assert!(store.active_policies().unwrap().is_empty());
+}
