@@ -152,6 +152,9 @@ impl Plan {
                 params,
             } => {
                 non_empty("action", action)?;
+                if *when <= at {
+                    return Err(format!("the schedule's time `{when}` is not after `{at}`"));
+                }
                 self.write(
                     index,
                     Write::Schedule {

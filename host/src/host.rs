@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use rulehost_sdk::wire::{
     Actor, Authorize, AuthorizeDecision, AuthorizeInput, Billing, BillingDecision, BillingInput,
-    Effect, Hook, HookKind, Subject, SubjectRef, Timestamp, Transition, TransitionDecision,
-    TransitionInput, Trigger, ValidateSettings,
+    Effect, Envelope, Hook, HookKind, Subject, SubjectRef, Timestamp, Transition,
+    TransitionDecision, TransitionInput, Trigger, ValidateSettings,
 };
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::audit::{Verification, Verifier};
@@ -26,7 +27,7 @@ use crate::store::{
     LockImport, NewAudit, PolicyVersion, Scheduled, SqliteStore, Store, StoredPolicy,
     SubjectRecords, SubjectState,
 };
-use crate::{Engine, EngineConfig, Evaluation, PolicyId, PolicySet};
+use crate::{Diagnostic, Engine, EngineConfig, Evaluation, PolicyId, PolicySet};
 
 /// The kind of audit record a state-changing decision gets.
 pub const DECISION: &str = "decision";
@@ -179,7 +180,7 @@ impl Host {
             subject: None,
             actor: by.clone(),
             policy: Some(id.clone()),
-            payload: json!({ "sha256": policy.sha256(), "settings": settings }),
+            payload: json!({ "sha256": policy.sha256(), "settings": settings }).to_string(),
         };
         let stored = StoredPolicy {
             id,
@@ -221,7 +222,7 @@ impl Host {
             subject: None,
             actor: by.clone(),
             policy: Some(id.clone()),
-            payload: json!({ "sha256": stored.sha256 }),
+            payload: json!({ "sha256": stored.sha256 }).to_string(),
         };
         self.store.activate_policy(operator, id, now, audit)?;
         self.operators.replace(operator, active);
@@ -264,7 +265,12 @@ impl Host {
         subject: &SubjectRef,
         now: Timestamp,
     ) -> Result<SubjectState> {
-        self.store.subject(operator, subject, now)
+        let mut states = self
+            .store
+            .subjects(operator, std::slice::from_ref(subject), now)?;
+        states
+            .pop()
+            .ok_or_else(|| Error::Store("the store answered no state".to_owned()))
     }
 
     /// May this action run? The subject gets the host's state first.
@@ -400,42 +406,61 @@ impl Host {
 
     /// Adds the host's state to `subject` and to each parent along its
     /// chain; attaches the parent the host knows when none was given.
-    /// Returns the revisions read and the parent the host knew.
     fn add_state(
         &self,
         operator: &str,
         subject: &mut Subject,
         now: Timestamp,
     ) -> Result<StateRead> {
-        let mut revisions = Vec::new();
-        let mut known_parent = None;
-        let mut current = Some(subject);
-        while let Some(subject) = current.take() {
-            if revisions.len() > MAX_PARENTS {
+        let mut reads = self.add_states(operator, std::slice::from_mut(subject), now)?;
+        Ok(reads.pop().unwrap_or_default())
+    }
+
+    /// [`Host::add_state`] for many subjects of one operator, reading each
+    /// level of their parent chains in one snapshot.
+    fn add_states(
+        &self,
+        operator: &str,
+        subjects: &mut [Subject],
+        now: Timestamp,
+    ) -> Result<Vec<StateRead>> {
+        let mut reads: Vec<StateRead> = subjects.iter().map(|_| StateRead::default()).collect();
+        let mut level: Vec<(usize, &mut Subject)> = subjects.iter_mut().enumerate().collect();
+        for depth in 0..=MAX_PARENTS {
+            if level.is_empty() {
                 break;
             }
-            let reference = subject.reference();
-            let state = self.store.subject(operator, &reference, now)?;
-            if revisions.is_empty() {
-                known_parent.clone_from(&state.parent);
-            }
-            if state.status.is_some() {
-                subject.status = state.status;
-            }
-            subject.switches.extend(state.switches);
-            subject.locks.extend(state.locks);
-            if subject.parent.is_none()
-                && let Some(parent) = state.parent
+            let references: Vec<SubjectRef> = level
+                .iter()
+                .map(|(_, subject)| subject.reference())
+                .collect();
+            let states = self.store.subjects(operator, &references, now)?;
+            let mut next = Vec::new();
+            for (((index, subject), state), reference) in
+                level.into_iter().zip(states).zip(references)
             {
-                subject.parent = Some(Box::new(Subject::new(parent.kind, parent.id)));
+                let read = &mut reads[index];
+                if depth == 0 {
+                    read.known_parent.clone_from(&state.parent);
+                }
+                read.revisions.push((reference, state.revision));
+                if state.status.is_some() {
+                    subject.status = state.status;
+                }
+                subject.switches.extend(state.switches);
+                subject.locks.extend(state.locks);
+                if subject.parent.is_none()
+                    && let Some(parent) = state.parent
+                {
+                    subject.parent = Some(Box::new(Subject::new(parent.kind, parent.id)));
+                }
+                if let Some(parent) = subject.parent.as_deref_mut() {
+                    next.push((index, parent));
+                }
             }
-            revisions.push((reference, state.revision));
-            current = subject.parent.as_deref_mut();
+            level = next;
         }
-        Ok(StateRead {
-            revisions,
-            known_parent,
-        })
+        Ok(reads)
     }
 
     /// When the earliest pending schedule is due.
@@ -458,115 +483,167 @@ impl Host {
     pub fn fire_due(&self, now: Timestamp) -> Result<FireReport> {
         let mut report = FireReport::default();
         loop {
-            let due = self.store.due(now, FIRE_BATCH)?;
-            if due.is_empty() {
-                return Ok(report);
-            }
-            let mut firings = Vec::with_capacity(due.len());
-            for scheduled in due {
-                firings.push(self.plan_firing(scheduled, now)?);
-            }
-            let mut progressed = false;
-            // The policy's change first; where a write of it cannot be
-            // applied, only the host's own writes; where even those cannot,
-            // the record alone, so that nothing stays due for ever.
-            for degraded in 0..3 {
-                let changes = firings.iter().map(|(change, _)| change.clone()).collect();
-                let results = self.store.commit(changes);
-                let mut retry = Vec::new();
-                for (result, (_, fallback)) in results.into_iter().zip(firings) {
-                    match result {
-                        Ok(_) if degraded == 0 => report.fired += 1,
-                        Ok(_) => report.fired_without_effects += 1,
-                        Err(Error::AlreadyFired(_) | Error::Conflict(_)) => continue,
-                        Err(Error::Write { index, reason }) if degraded < 2 => {
-                            let mut next = fallback.with_failure(index, &reason);
-                            if degraded == 1 {
-                                next.writes.clear();
-                                next.events.clear();
-                            }
-                            retry.push((next.clone(), Fallback(next)));
-                            continue;
+            let before = report.clone();
+            // One thread plans the next batch (state, policy) while this one
+            // commits the last.
+            std::thread::scope(|scope| {
+                let (planned, batches) = std::sync::mpsc::sync_channel(1);
+                scope.spawn(move || {
+                    let mut after = None;
+                    loop {
+                        let batch =
+                            self.store
+                                .due(now, after.as_ref(), FIRE_BATCH)
+                                .and_then(|due| {
+                                    after = due.last().cloned();
+                                    self.plan_batch(due, now)
+                                });
+                        let done = matches!(&batch, Ok(firings) if firings.is_empty());
+                        if done || planned.send(batch).is_err() {
+                            return;
                         }
-                        Err(other) => return Err(other),
                     }
-                    progressed = true;
+                });
+                for batch in batches {
+                    self.commit_firings(batch?, &mut report)?;
                 }
-                firings = retry;
-            }
-            if !progressed {
+                Ok::<_, Error>(())
+            })?;
+            if report == before {
+                // Nothing more was due, or only conflicts with requests in
+                // flight, which the next run retries.
                 return Ok(report);
             }
         }
     }
 
-    /// The change firing `scheduled` applies, and the one it falls back to
-    /// when that cannot be applied.
-    fn plan_firing(&self, scheduled: Scheduled, now: Timestamp) -> Result<(Change, Fallback)> {
-        let operator = scheduled.operator.as_str();
-        let host = host_actor();
-        let mut input = TransitionInput {
-            trigger: scheduled.trigger,
-            action: scheduled.action.clone(),
-            actor: host.clone(),
-            subject: Subject::new(scheduled.subject.kind, scheduled.subject.id.clone()),
-            params: scheduled.params.clone(),
-        };
-        let expect = self.add_state(operator, &mut input.subject, now)?.revisions;
-        let mut base = Plan::default();
-        let expiring = (scheduled.trigger == Trigger::Expired
-            && scheduled.action == LOCK_EXPIRY_ACTION)
-            .then(|| scheduled.params.get("lock").and_then(Value::as_str))
-            .flatten();
-        if let Some(lock_id) = expiring {
-            base.expire(&scheduled.subject, lock_id, now, &host);
-        }
-        let change = |plan: Plan, audit: NewAudit| Change {
-            operator: operator.to_owned(),
-            at: now,
-            expect: expect.clone(),
-            fires: Some(scheduled.id),
-            writes: plan.writes,
-            events: plan.events,
-            audit,
-        };
-        let fallback_plan = Plan {
-            writes: base.writes.clone(),
-            events: base.events.clone(),
-            ..Plan::default()
-        };
-        let (full, audit) = match self.operators.active(operator) {
-            Ok(active) => {
-                let evaluation =
-                    active
-                        .policy
-                        .evaluate::<Transition>(operator, now, &active.settings, &input);
-                let audit = decision_audit(&active, now, &input, &evaluation);
-                let mut plan = base;
-                if let TransitionDecision::Apply { effects } = &evaluation.decision
-                    && let Err((index, reason)) = plan.effects(effects, &host, now)
-                {
-                    let audit = audit.with_failure(index, &reason);
-                    let fallback = change(fallback_plan, audit.clone());
-                    return Ok((fallback.clone(), Fallback(fallback)));
-                }
-                (plan, audit)
+    /// The changes that fire `due`, which may belong to several operators.
+    fn plan_batch(&self, due: Vec<Scheduled>, now: Timestamp) -> Result<Vec<Firing>> {
+        let mut firings = Vec::with_capacity(due.len());
+        let mut due = due.into_iter().peekable();
+        while let Some(first) = due.next() {
+            let mut group = vec![first];
+            while let Some(next) = due.next_if(|s| s.operator == group[0].operator) {
+                group.push(next);
             }
-            Err(error) => (
-                base,
-                NewAudit {
+            firings.extend(self.plan_firings(group, now)?);
+        }
+        Ok(firings)
+    }
+
+    /// Commits firings; where a write of one cannot be applied, commits only
+    /// the host's own writes, and where even those cannot, the record alone,
+    /// so nothing stays due for ever.
+    fn commit_firings(&self, mut firings: Vec<Firing>, report: &mut FireReport) -> Result<()> {
+        for degraded in 0..3 {
+            if firings.is_empty() {
+                break;
+            }
+            let results = self
+                .store
+                .commit(firings.iter().map(|firing| firing.change.clone()).collect());
+            let mut retry = Vec::new();
+            for (result, mut firing) in results.into_iter().zip(firings) {
+                match result {
+                    Ok(_) if degraded == 0 && firing.complete => report.fired += 1,
+                    Ok(_) => report.fired_without_effects += 1,
+                    Err(Error::AlreadyFired(_) | Error::Conflict(_)) => {}
+                    Err(Error::Write { index, reason }) if degraded < 2 => {
+                        let own = if degraded == 0 { firing.own } else { (0, 0) };
+                        let failed = match firing.write_effect.get(index) {
+                            Some(&effect) if effect != usize::MAX => ("effect", effect),
+                            _ => ("write", index),
+                        };
+                        firing.change.writes.truncate(own.0);
+                        firing.change.events.truncate(own.1);
+                        firing.write_effect.truncate(own.0);
+                        firing.change.audit.note_not_applied(failed, &reason);
+                        firing.own = own;
+                        retry.push(firing);
+                    }
+                    Err(other) => return Err(other),
+                }
+            }
+            firings = retry;
+        }
+        Ok(())
+    }
+
+    /// The changes that fire `due`, all of one operator.
+    fn plan_firings(&self, due: Vec<Scheduled>, now: Timestamp) -> Result<Vec<Firing>> {
+        let operator = due[0].operator.clone();
+        let host = host_actor();
+        let mut subjects: Vec<Subject> = due
+            .iter()
+            .map(|s| Subject::new(s.subject.kind, s.subject.id.clone()))
+            .collect();
+        let reads = self.add_states(&operator, &mut subjects, now)?;
+        let active = self.operators.active(&operator);
+        let mut firings = Vec::with_capacity(due.len());
+        for ((scheduled, subject), read) in due.into_iter().zip(subjects).zip(reads) {
+            let mut plan = Plan::default();
+            let expiring = (scheduled.trigger == Trigger::Expired
+                && scheduled.action == LOCK_EXPIRY_ACTION)
+                .then(|| scheduled.params.get("lock").and_then(Value::as_str))
+                .flatten();
+            if let Some(lock_id) = expiring {
+                plan.expire(&scheduled.subject, lock_id, now, &host);
+            }
+            let own = (plan.writes.len(), plan.events.len());
+            let input = TransitionInput {
+                trigger: scheduled.trigger,
+                action: scheduled.action,
+                actor: host.clone(),
+                subject,
+                params: scheduled.params,
+            };
+            let mut complete = false;
+            let audit = match &active {
+                Ok(active) => {
+                    let evaluation = active.policy.evaluate::<Transition>(
+                        &operator,
+                        now,
+                        &active.settings,
+                        &input,
+                    );
+                    let mut audit = decision_audit(active, now, &input, &evaluation);
+                    if let TransitionDecision::Apply { effects } = &evaluation.decision {
+                        complete = true;
+                        if let Err((index, reason)) = plan.effects(effects, &host, now) {
+                            plan.writes.truncate(own.0);
+                            plan.write_effect.truncate(own.0);
+                            plan.events.truncate(own.1);
+                            audit.note_not_applied(("effect", index), &reason);
+                            complete = false;
+                        }
+                    }
+                    audit
+                }
+                Err(error) => NewAudit {
                     kind: DECISION.to_owned(),
                     subject: Some(scheduled.subject.clone()),
                     actor: host.clone(),
                     policy: None,
-                    payload: json!({ "hook": "transition", "error": error.to_string() }),
+                    payload: json!({ "hook": "transition", "error": error.to_string() })
+                        .to_string(),
                 },
-            ),
-        };
-        Ok((
-            change(full, audit.clone()),
-            Fallback(change(fallback_plan, audit)),
-        ))
+            };
+            firings.push(Firing {
+                change: Change {
+                    operator: operator.clone(),
+                    at: now,
+                    expect: read.revisions,
+                    fires: Some(scheduled.id),
+                    writes: plan.writes,
+                    events: plan.events,
+                    audit,
+                },
+                own,
+                write_effect: plan.write_effect,
+                complete,
+            });
+        }
+        Ok(firings)
     }
 
     /// Wakes a running [`Scheduler`](crate::Scheduler) to look at the
@@ -734,7 +811,8 @@ impl Host {
                 "format": format.name(),
                 "imported": locks.len(),
                 "skipped_lines": bad.iter().map(|row| row.line).collect::<Vec<_>>(),
-            }),
+            })
+            .to_string(),
         };
         let committed = self.store.import_locks(LockImport {
             operator: operator.to_owned(),
@@ -791,6 +869,7 @@ impl Host {
 }
 
 /// What [`Host::add_state`] read.
+#[derive(Default)]
 struct StateRead {
     /// Each subject of the chain with the revision read.
     revisions: Vec<(SubjectRef, u64)>,
@@ -798,50 +877,64 @@ struct StateRead {
     known_parent: Option<SubjectRef>,
 }
 
-/// The change to commit when a firing's own change cannot be.
-struct Fallback(Change);
-
-impl Fallback {
-    fn with_failure(mut self, index: usize, reason: &str) -> Change {
-        self.0.audit = self.0.audit.with_failure(index, reason);
-        self.0
-    }
+/// The change firing one schedule, and how many of its first writes and
+/// events are the host's own (the lifting of an expired lock).
+struct Firing {
+    change: Change,
+    own: (usize, usize),
+    /// For each write, the effect it comes from (`usize::MAX`: the host's).
+    write_effect: Vec<usize>,
+    /// Whether the policy's decision is applied in full.
+    complete: bool,
 }
 
 impl NewAudit {
-    /// This record, noting that write or effect `index` failed and only
-    /// the host's own writes were applied.
-    fn with_failure(mut self, index: usize, reason: &str) -> NewAudit {
-        if let Value::Object(payload) = &mut self.payload {
+    /// Notes in the payload that an effect (or one of the host's own
+    /// writes) was not applied, and why.
+    fn note_not_applied(&mut self, (what, index): (&str, usize), reason: &str) {
+        if let Ok(Value::Object(mut payload)) = serde_json::from_str(&self.payload) {
             payload.insert(
                 "not_applied".to_owned(),
-                json!({ "index": index, "reason": reason }),
+                json!({ what: index, "reason": reason }),
             );
+            self.payload = Value::Object(payload).to_string();
         }
-        self
     }
 }
 
-/// The audit record of a `transition` decision: enough to replay it.
+/// The payload of a decision's audit record: enough to replay it.
+#[derive(Serialize)]
+struct DecisionPayload<'a, I, O> {
+    hook: &'static str,
+    envelope: Envelope<&'a RawValue, &'a I>,
+    decision: &'a O,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diagnostic: Option<&'a Diagnostic>,
+}
+
+/// The audit record of a `transition` decision.
 fn decision_audit(
     active: &Active,
     now: Timestamp,
     input: &TransitionInput,
     evaluation: &Evaluation<TransitionDecision>,
 ) -> NewAudit {
-    let settings: Value = serde_json::from_str(active.settings.as_json())
-        .unwrap_or(Value::Object(Default::default()));
+    let payload = DecisionPayload {
+        hook: Transition::HOOK.name(),
+        envelope: Envelope {
+            now,
+            settings: active.settings.as_raw(),
+            input,
+        },
+        decision: &evaluation.decision,
+        diagnostic: evaluation.diagnostic.as_ref(),
+    };
     NewAudit {
         kind: DECISION.to_owned(),
         subject: Some(input.subject.reference()),
         actor: input.actor.clone(),
         policy: Some(evaluation.policy.clone()),
-        payload: json!({
-            "hook": Transition::HOOK.name(),
-            "envelope": { "now": now, "settings": settings, "input": input },
-            "decision": evaluation.decision,
-            "diagnostic": evaluation.diagnostic,
-        }),
+        payload: serde_json::to_string(&payload).expect("decisions serialize to JSON"),
     }
 }
 

@@ -748,3 +748,141 @@ fn a_store_from_a_newer_rulehost_or_not_a_database_is_refused_naming_the_file() 
     let store = SqliteStore::open(dir.path().join("ok.db")).unwrap();
     assert!(store.active_policies().unwrap().is_empty());
 }
+
+/// Installs and activates a policy whose `transition` always answers
+/// `apply` with `effects`.
+fn activate_fixed(host: &Host, version: u32, effects: Value) {
+    let reply = json!({ "ok": { "decision": "apply", "effects": effects } }).to_string();
+    let id = PolicyId::new("fixed", version);
+    host.install(
+        OPERATOR,
+        id.clone(),
+        fixed_transition(&reply).as_bytes(),
+        &json!({}),
+        &anna(),
+        at(T0),
+    )
+    .unwrap();
+    host.activate(OPERATOR, &id, &anna(), at(T0)).unwrap();
+}
+
+#[test]
+fn gym_2_host_7_a_scheduled_transition_fires_once_through_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path());
+    let k1 = json!({ "kind": "contract", "id": "k-1" });
+    activate_fixed(
+        &host,
+        1,
+        json!([{ "effect": "schedule", "subject": k1, "at": "2026-12-31T00:00:00Z",
+                 "action": "end_contract" }]),
+    );
+    host.transition(
+        OPERATOR,
+        at(T0),
+        TransitionInput {
+            trigger: Trigger::Action,
+            action: "end_contract_at".into(),
+            actor: anna(),
+            subject: Subject::new(SubjectKind::Contract, "k-1"),
+            params: Value::Null,
+        },
+    )
+    .unwrap();
+    assert_eq!(host.next_due().unwrap(), Some(at("2026-12-31T00:00:00Z")));
+    activate_fixed(
+        &host,
+        2,
+        json!([{ "effect": "set_status", "subject": k1, "status": "ended" }]),
+    );
+
+    assert_eq!(host.fire_due(at("2026-12-30T23:59:59Z")).unwrap().fired, 0);
+    let end = at("2026-12-31T00:00:00Z");
+    assert_eq!(host.fire_due(end).unwrap().fired, 1);
+    assert_eq!(host.fire_due(end).unwrap().fired, 0);
+    let contract = SubjectRef::new(SubjectKind::Contract, "k-1");
+    assert_eq!(
+        host.subject(OPERATOR, &contract, end)
+            .unwrap()
+            .status
+            .as_deref(),
+        Some("ended")
+    );
+    assert_eq!(event_kinds(&host), ["contract.ended contract:k-1"]);
+    let records = host.export_subject(OPERATOR, &contract, end).unwrap();
+    let fired: Value = serde_json::from_str(&records.audit.last().unwrap().payload).unwrap();
+    assert_eq!(fired["envelope"]["input"]["trigger"], "scheduled");
+    assert_eq!(fired["envelope"]["input"]["action"], "end_contract");
+    assert_eq!(records.schedules[0].state, "fired");
+}
+
+#[test]
+fn host_3_an_expiry_whose_follow_up_cannot_be_applied_still_lifts_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path());
+    activate_fixed(
+        &host,
+        1,
+        json!([{ "effect": "lift_lock", "subject": { "kind": "customer", "id": "c-9" },
+                 "reason": "follow-up" }]),
+    );
+    let line = r#"{"subject_id":"c-1","actor":"legacy","reason":"deferral","since":"2026-11-01T00:00:00Z","until":"2026-11-20T00:00:00Z"}"#;
+    host.import_locks(
+        OPERATOR,
+        line,
+        ImportFormat::JsonLines,
+        OnBadRow::Refuse,
+        &anna(),
+        at(T0),
+    )
+    .unwrap();
+
+    let report = host.fire_due(at(T0)).unwrap();
+    assert_eq!((report.fired, report.fired_without_effects), (0, 1));
+    assert_eq!(host.fire_due(at(T0)).unwrap().fired_without_effects, 0);
+    assert!(
+        host.subject(OPERATOR, &c1(), at(T0))
+            .unwrap()
+            .locks
+            .is_empty()
+    );
+    assert_eq!(event_kinds(&host), ["lock.expired customer:c-1"]);
+    let records = host.export_subject(OPERATOR, &c1(), at(T0)).unwrap();
+    let payload: Value = serde_json::from_str(&records.audit.last().unwrap().payload).unwrap();
+    assert_eq!(
+        payload["not_applied"],
+        json!({ "effect": 0, "reason": "subject `customer:c-9` has no active lock" })
+    );
+    assert!(host.verify_audit().unwrap().is_intact());
+}
+
+#[test]
+fn host_3_a_policy_scheduling_into_the_past_is_refused_not_looped() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path());
+    activate_fixed(
+        &host,
+        1,
+        json!([{ "effect": "schedule", "subject": { "kind": "contract", "id": "k-1" },
+                 "at": "2026-01-01T00:00:00Z", "action": "again" }]),
+    );
+    let error = host
+        .transition(
+            OPERATOR,
+            at(T0),
+            TransitionInput {
+                trigger: Trigger::Action,
+                action: "loop".into(),
+                actor: anna(),
+                subject: Subject::new(SubjectKind::Contract, "k-1"),
+                params: Value::Null,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "effect 0 (`schedule`) of policy `fixed@1` cannot be applied, nothing was changed: \
+         the schedule's time `2026-01-01T00:00:00Z` is not after `2026-11-22T10:00:00Z`"
+    );
+    assert_eq!(host.next_due().unwrap(), None);
+}

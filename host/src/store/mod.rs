@@ -205,8 +205,9 @@ pub struct NewAudit {
     pub actor: Actor,
     /// The policy set version that decided, for decisions.
     pub policy: Option<PolicyId>,
-    /// Everything else: for decisions the hook's envelope and output.
-    pub payload: Value,
+    /// Everything else, as JSON text: for decisions the hook's envelope
+    /// and output.
+    pub payload: String,
 }
 
 /// An event for the backend's outbox (HOST-7).
@@ -441,24 +442,35 @@ pub trait Store: Send + Sync + 'static {
     /// Store faults.
     fn active_policies(&self) -> Result<Vec<(String, StoredPolicy)>>;
 
-    /// What the store holds about a subject, with the locks active at `now`.
+    /// What the store holds about each subject, with the locks active at
+    /// `now`, read in one consistent snapshot; in the order asked.
     ///
     /// # Errors
     ///
     /// Store faults.
-    fn subject(&self, operator: &str, subject: &SubjectRef, now: Timestamp)
-    -> Result<SubjectState>;
+    fn subjects(
+        &self,
+        operator: &str,
+        subjects: &[SubjectRef],
+        now: Timestamp,
+    ) -> Result<Vec<SubjectState>>;
 
     /// Applies each change in its own all-or-nothing unit; the returned
     /// results are in the same order. Changes may share one durable commit.
     fn commit(&self, changes: Vec<Change>) -> Vec<Result<Committed>>;
 
-    /// Pending schedules due at `now`, earliest first, at most `limit`.
+    /// Pending schedules due at `now`, earliest first, at most `limit`;
+    /// with `after`, only those after that one in this order (to page).
     ///
     /// # Errors
     ///
     /// Store faults.
-    fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Scheduled>>;
+    fn due(
+        &self,
+        now: Timestamp,
+        after: Option<&Scheduled>,
+        limit: usize,
+    ) -> Result<Vec<Scheduled>>;
 
     /// When the earliest pending schedule is due.
     ///

@@ -89,7 +89,7 @@ CREATE TABLE schedules (
 );
 CREATE INDEX schedules_pending ON schedules (at_ns, id) WHERE state = 'pending';
 CREATE INDEX schedules_by_subject ON schedules (operator, subject_kind, subject_id);
-CREATE INDEX schedules_by_lock ON schedules (lock_id) WHERE lock_id IS NOT NULL;
+CREATE INDEX schedules_by_lock ON schedules (lock_id);
 
 CREATE TABLE audit (
     seq INTEGER PRIMARY KEY,

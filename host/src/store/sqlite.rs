@@ -78,6 +78,7 @@ impl SqliteStore {
         let mut conn = connect(&path).map_err(|e| refuse(e.to_string()))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| refuse(e.to_string()))?;
+
         schema::migrate(&mut conn).map_err(refuse)?;
         let (jobs, queue) = mpsc::channel();
         let writer = std::thread::Builder::new()
@@ -158,9 +159,13 @@ impl Drop for SqliteStore {
 
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
+    // Room for every statement the store prepares, so none is parsed twice.
+    conn.set_prepared_statement_cache_capacity(64);
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
+    // Savepoints keep their undo pages here: memory, not a temporary file.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
 }
 
@@ -173,7 +178,7 @@ fn run_writer(conn: &Connection, queue: &Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(error) = run(conn, "BEGIN IMMEDIATE") {
             let why = error.to_string();
             for job in batch {
                 job(Err(&why))(None);
@@ -181,10 +186,10 @@ fn run_writer(conn: &Connection, queue: &Receiver<Job>) {
             continue;
         }
         let finishes: Vec<Finish> = batch.into_iter().map(|job| job(Ok(conn))).collect();
-        let commit_failed = conn.execute_batch("COMMIT").err().map(|error| {
+        let commit_failed = run(conn, "COMMIT").err().map(|error| {
             // Leaves the connection usable for the next batch; the commit's
             // error is what the callers need to hear.
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = run(conn, "ROLLBACK");
             error.to_string()
         });
         for finish in finishes {
@@ -193,18 +198,23 @@ fn run_writer(conn: &Connection, queue: &Receiver<Job>) {
     }
 }
 
+/// Runs one statement without parameters, prepared once per connection.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 /// Runs `work` inside savepoint `name`: its writes stay only if it succeeds.
 fn in_savepoint<T>(
     conn: &Connection,
     name: &str,
     work: impl FnOnce(&Connection) -> Result<T>,
 ) -> Result<T> {
-    conn.execute_batch(&format!("SAVEPOINT {name}"))?;
+    run(conn, &format!("SAVEPOINT {name}"))?;
     let result = work(conn);
     if result.is_err() {
-        conn.execute_batch(&format!("ROLLBACK TO {name}"))?;
+        run(conn, &format!("ROLLBACK TO {name}"))?;
     }
-    conn.execute_batch(&format!("RELEASE {name}"))?;
+    run(conn, &format!("RELEASE {name}"))?;
     result
 }
 
@@ -344,13 +354,23 @@ impl Store for SqliteStore {
         })
     }
 
-    fn subject(
+    fn subjects(
         &self,
         operator: &str,
-        subject: &SubjectRef,
+        subjects: &[SubjectRef],
         now: Timestamp,
-    ) -> Result<SubjectState> {
-        self.read(|conn| subject_state(conn, operator, subject, now))
+    ) -> Result<Vec<SubjectState>> {
+        self.read(|conn| {
+            // One read transaction: one snapshot, and statements are checked
+            // against the schema once rather than once per query.
+            run(conn, "BEGIN")?;
+            let states = subjects
+                .iter()
+                .map(|subject| subject_state(conn, operator, subject, now))
+                .collect::<Result<Vec<_>>>();
+            run(conn, if states.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+            states
+        })
     }
 
     fn commit(&self, changes: Vec<Change>) -> Vec<Result<Committed>> {
@@ -370,13 +390,20 @@ impl Store for SqliteStore {
         }
     }
 
-    fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Scheduled>> {
+    fn due(
+        &self,
+        now: Timestamp,
+        after: Option<&Scheduled>,
+        limit: usize,
+    ) -> Result<Vec<Scheduled>> {
+        let (after_ns, after_id) = after.map_or((i64::MIN, i64::MIN), |s| (nanos(s.at), s.id));
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {SCHEDULE_COLUMNS} FROM schedules
-                 WHERE state = 'pending' AND at_ns <= ?1 ORDER BY at_ns, id LIMIT ?2"
+                 WHERE state = 'pending' AND at_ns <= ?1 AND (at_ns, id) > (?2, ?3)
+                 ORDER BY at_ns, id LIMIT ?4"
             ))?;
-            let mut rows = stmt.query(params![nanos(now), limit as i64])?;
+            let mut rows = stmt.query(params![nanos(now), after_ns, after_id, limit as i64])?;
             let mut due = Vec::new();
             while let Some(row) = rows.next()? {
                 due.push(scheduled(row)?.scheduled);
@@ -624,20 +651,28 @@ fn apply_write(
             lifted,
         } => {
             touch(conn, operator, subject)?;
+            if let Some(id) = lock_id {
+                return lift_lock(
+                    conn,
+                    operator,
+                    subject,
+                    id,
+                    kind.as_deref(),
+                    lifted,
+                    at,
+                    committed,
+                );
+            }
             let open = open_locks(conn, operator, subject)?;
             let lifting: Vec<&Lock> = open
                 .iter()
                 .filter(|lock| kind.as_ref().is_none_or(|kind| *kind == lock.kind))
-                .filter(|lock| match lock_id {
-                    Some(id) => lock.id.as_ref() == Some(id),
-                    None => lock.is_active_at(at),
-                })
+                .filter(|lock| lock.is_active_at(at))
                 .collect();
             if lifting.is_empty() {
-                let which = match (lock_id, kind) {
-                    (Some(id), _) => format!("no open lock `{id}`"),
-                    (None, Some(kind)) => format!("no active lock of kind `{kind}`"),
-                    (None, None) => "no active lock".to_owned(),
+                let which = match kind {
+                    Some(kind) => format!("no active lock of kind `{kind}`"),
+                    None => "no active lock".to_owned(),
                 };
                 return Err(Refused(format!("subject `{subject}` has {which}")));
             }
@@ -736,6 +771,51 @@ fn apply_write(
             ])?;
         }
     }
+    Ok(())
+}
+
+/// Lifts one open lock of the subject by id (a lock's expiry).
+#[allow(clippy::too_many_arguments)]
+fn lift_lock(
+    conn: &Connection,
+    operator: &str,
+    subject: &SubjectRef,
+    id: &str,
+    kind: Option<&str>,
+    lifted: &Lifted,
+    at: Timestamp,
+    committed: &mut Committed,
+) -> std::result::Result<(), WriteError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE locks SET lifted_at = ?5, lifted_by_kind = ?6, lifted_by_id = ?7,
+                 lift_reason = ?8, lift_mode = ?9
+             WHERE id = ?1 AND operator = ?2 AND subject_kind = ?3 AND subject_id = ?4
+               AND lifted_at IS NULL AND (?10 IS NULL OR kind = ?10)",
+        )?
+        .execute(params![
+            id,
+            operator,
+            subject.kind.name(),
+            subject.id,
+            lifted.at.to_string(),
+            lifted.actor.kind.name(),
+            lifted.actor.id,
+            lifted.reason,
+            lifted.mode.name(),
+            kind,
+        ])?;
+    if changed == 0 {
+        return Err(Refused(format!(
+            "subject `{subject}` has no open lock `{id}`"
+        )));
+    }
+    conn.prepare_cached(
+        "UPDATE schedules SET state = 'cancelled', done_at = ?2
+         WHERE lock_id = ?1 AND state = 'pending'",
+    )?
+    .execute(params![id, at.to_string()])?;
+    committed.locks_lifted.push(id.to_owned());
     Ok(())
 }
 
@@ -839,7 +919,7 @@ fn append_audit(conn: &Connection, operator: &str, at: Timestamp, new: &NewAudit
         Some((seq, hash)) => (seq as u64 + 1, hash),
         None => (1, GENESIS.to_owned()),
     };
-    let payload = new.payload.to_string();
+    let payload = new.payload.clone();
     let mut record = AuditRecord {
         seq,
         at,
@@ -991,7 +1071,8 @@ fn anonymize(conn: &Connection, anonymization: &Anonymization) -> Result<Anonymi
                 "redacted": anonymized.audit_records,
                 "locks": anonymized.locks,
                 "events": anonymized.events,
-            }),
+            })
+            .to_string(),
         },
     )?;
     Ok(anonymized)
