@@ -152,11 +152,6 @@ impl Host {
         &self.operators
     }
 
-    /// The store.
-    pub fn store(&self) -> &dyn Store {
-        &*self.store
-    }
-
     /// Installs a policy set version for `operator`, after it loaded and
     /// accepted `settings`. It is not active until [`Host::activate`].
     ///

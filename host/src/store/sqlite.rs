@@ -70,6 +70,7 @@ impl SqliteStore {
     /// [`Error::OpenStore`] naming the file, when it cannot be opened, is
     /// not a rulehost store, or comes from a newer rulehost.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        configure_sqlite();
         let path = path.as_ref().to_path_buf();
         let refuse = |reason: String| Error::OpenStore {
             path: path.clone(),
@@ -157,6 +158,22 @@ impl Drop for SqliteStore {
     }
 }
 
+/// Turns off SQLite's memory statistics, whose global mutex every
+/// allocation takes: the writer and the readers would contend for it. Only
+/// possible before SQLite initializes; if something in the process already
+/// used SQLite, the setting stays as it was, which is only slower.
+fn configure_sqlite() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `sqlite3_config` is called with an option taking one int,
+        // once, before this crate opens a connection; SQLite refuses it
+        // harmlessly (SQLITE_MISUSE) when already initialized.
+        unsafe {
+            rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0);
+        }
+    });
+}
+
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     // Room for every statement the store prepares, so none is parsed twice.
@@ -185,6 +202,9 @@ fn run_writer(conn: &Connection, queue: &Receiver<Job>) {
             }
             continue;
         }
+        // Another process may have appended since the last batch; within
+        // this one the write lock is ours.
+        AUDIT_TAIL.set(None);
         let finishes: Vec<Finish> = batch.into_iter().map(|job| job(Ok(conn))).collect();
         let commit_failed = run(conn, "COMMIT").err().map(|error| {
             // Leaves the connection usable for the next batch; the commit's
@@ -196,6 +216,14 @@ fn run_writer(conn: &Connection, queue: &Receiver<Job>) {
             finish(commit_failed.as_deref());
         }
     }
+}
+
+thread_local! {
+    /// The last audit record appended in the writer's current batch
+    /// (sequence number and hash), so appending does not look it up again;
+    /// kept in step with savepoints, `None` at the start of each batch.
+    static AUDIT_TAIL: std::cell::RefCell<Option<(u64, String)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Runs one statement without parameters, prepared once per connection.
@@ -210,8 +238,10 @@ fn in_savepoint<T>(
     work: impl FnOnce(&Connection) -> Result<T>,
 ) -> Result<T> {
     run(conn, &format!("SAVEPOINT {name}"))?;
+    let tail = AUDIT_TAIL.with_borrow(Clone::clone);
     let result = work(conn);
     if result.is_err() {
+        AUDIT_TAIL.set(tail);
         run(conn, &format!("ROLLBACK TO {name}"))?;
     }
     run(conn, &format!("RELEASE {name}"))?;
@@ -659,7 +689,6 @@ fn apply_write(
                     id,
                     kind.as_deref(),
                     lifted,
-                    at,
                     committed,
                 );
             }
@@ -774,8 +803,8 @@ fn apply_write(
     Ok(())
 }
 
-/// Lifts one open lock of the subject by id (a lock's expiry).
-#[allow(clippy::too_many_arguments)]
+/// Lifts one open lock of the subject by id: a lock's expiry, whose
+/// schedule is the one firing, so there is none left to cancel.
 fn lift_lock(
     conn: &Connection,
     operator: &str,
@@ -783,7 +812,6 @@ fn lift_lock(
     id: &str,
     kind: Option<&str>,
     lifted: &Lifted,
-    at: Timestamp,
     committed: &mut Committed,
 ) -> std::result::Result<(), WriteError> {
     let changed = conn
@@ -810,11 +838,6 @@ fn lift_lock(
             "subject `{subject}` has no open lock `{id}`"
         )));
     }
-    conn.prepare_cached(
-        "UPDATE schedules SET state = 'cancelled', done_at = ?2
-         WHERE lock_id = ?1 AND state = 'pending'",
-    )?
-    .execute(params![id, at.to_string()])?;
     committed.locks_lifted.push(id.to_owned());
     Ok(())
 }
@@ -911,12 +934,15 @@ fn insert_schedule(
 
 /// Appends an audit record to the chain; returns its sequence number.
 fn append_audit(conn: &Connection, operator: &str, at: Timestamp, new: &NewAudit) -> Result<u64> {
-    let last: Option<(i64, String)> = conn
-        .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
+    let last = match AUDIT_TAIL.take() {
+        Some(tail) => Some(tail),
+        None => conn
+            .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
+            .query_row([], |row| Ok((row.get::<_, i64>(0)? as u64, row.get(1)?)))
+            .optional()?,
+    };
     let (seq, prev_hash) = match last {
-        Some((seq, hash)) => (seq as u64 + 1, hash),
+        Some((seq, hash)) => (seq + 1, hash),
         None => (1, GENESIS.to_owned()),
     };
     let payload = new.payload.clone();
@@ -955,6 +981,7 @@ fn append_audit(conn: &Connection, operator: &str, at: Timestamp, new: &NewAudit
         record.prev_hash,
         record.hash,
     ])?;
+    AUDIT_TAIL.set(Some((seq, record.hash)));
     Ok(seq)
 }
 
@@ -1005,15 +1032,17 @@ fn subject_state(
 fn open_locks(conn: &Connection, operator: &str, subject: &SubjectRef) -> Result<Vec<Lock>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {LOCK_COLUMNS} FROM locks
-         WHERE operator = ?1 AND subject_kind = ?2 AND subject_id = ?3 AND lifted_at IS NULL
-         ORDER BY id"
+         WHERE operator = ?1 AND subject_kind = ?2 AND subject_id = ?3 AND lifted_at IS NULL"
     ))?;
     let mut rows = stmt.query(params![operator, subject.kind.name(), subject.id])?;
     let mut locks = Vec::new();
     while let Some(row) = rows.next()? {
-        locks.push(lock_record(row)?.lock);
+        locks.push((row.get::<_, i64>(0)?, lock_record(row)?.lock));
     }
-    Ok(locks)
+    // Sorted here: with `ORDER BY id` SQLite re-prepares the statement
+    // whenever another connection has committed.
+    locks.sort_unstable_by_key(|(id, _)| *id);
+    Ok(locks.into_iter().map(|(_, lock)| lock).collect())
 }
 
 fn anonymize(conn: &Connection, anonymization: &Anonymization) -> Result<Anonymized> {
