@@ -391,14 +391,18 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<SubjectState>> {
         self.read(|conn| {
-            // One read transaction: one snapshot, and statements are checked
-            // against the schema once rather than once per query.
-            run(conn, "BEGIN")?;
+            // Several subjects are read in one transaction: one snapshot.
+            let snapshot = subjects.len() > 1;
+            if snapshot {
+                run(conn, "BEGIN")?;
+            }
             let states = subjects
                 .iter()
                 .map(|subject| subject_state(conn, operator, subject, now))
                 .collect::<Result<Vec<_>>>();
-            run(conn, if states.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+            if snapshot {
+                run(conn, if states.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+            }
             states
         })
     }
