@@ -54,19 +54,60 @@ fn subscription_host(dir: &Path) -> Host {
     host
 }
 
-fn lock_c1(host: &Host, now: &str, params: Value) -> Outcome {
+/// Asks `host` what follows from `action` on `subject` by `actor`.
+fn act(
+    host: &Host,
+    now: &str,
+    action: &str,
+    actor: Actor,
+    subject: Subject,
+    params: Value,
+) -> rulehost::Result<Outcome> {
     host.transition(
         OPERATOR,
         at(now),
         TransitionInput {
             trigger: Trigger::Action,
-            action: "lock".into(),
-            actor: anna(),
-            subject: Subject::new(SubjectKind::Customer, "c-1"),
+            action: action.into(),
+            actor,
+            subject,
             params,
         },
     )
-    .expect("lock transition")
+}
+
+fn customer_c1() -> Subject {
+    Subject::new(SubjectKind::Customer, "c-1")
+}
+
+fn contract_k1() -> Subject {
+    Subject::new(SubjectKind::Contract, "k-1")
+}
+
+fn lock_c1(host: &Host, now: &str, params: Value) -> Outcome {
+    act(host, now, "lock", anna(), customer_c1(), params).expect("lock transition")
+}
+
+/// Installs and activates `name@version`, whose `transition` always
+/// answers `reply` (JSON).
+fn activate_reply(host: &Host, name: &str, version: u32, reply: &str) {
+    let id = PolicyId::new(name, version);
+    host.install(
+        OPERATOR,
+        id.clone(),
+        fixed_transition(reply).as_bytes(),
+        &json!({}),
+        &anna(),
+        at(T0),
+    )
+    .unwrap();
+    host.activate(OPERATOR, &id, &anna(), at(T0)).unwrap();
+}
+
+/// [`activate_reply`] with `apply` and `effects`, as `fixed@version`.
+fn activate_fixed(host: &Host, version: u32, effects: Value) {
+    let reply = json!({ "ok": { "decision": "apply", "effects": effects } }).to_string();
+    activate_reply(host, "fixed", version, &reply);
 }
 
 fn event_kinds(host: &Host) -> Vec<String> {
@@ -192,31 +233,10 @@ fn host_4_an_effect_batch_that_fails_halfway_leaves_no_trace() {
           "reason": "resolved" },
     ]}})
     .to_string();
-    let id = PolicyId::new("halfway", 1);
-    host.install(
-        OPERATOR,
-        id.clone(),
-        fixed_transition(&reply).as_bytes(),
-        &json!({}),
-        &anna(),
-        at(T0),
-    )
-    .unwrap();
-    host.activate(OPERATOR, &id, &anna(), at(T0)).unwrap();
+    activate_reply(&host, "halfway", 1, &reply);
     let records_before = host.verify_audit().unwrap().records;
 
-    let error = host
-        .transition(
-            OPERATOR,
-            at(T0),
-            TransitionInput {
-                trigger: Trigger::Action,
-                action: "lock".into(),
-                actor: anna(),
-                subject: Subject::new(SubjectKind::Customer, "c-1"),
-                params: Value::Null,
-            },
-        )
+    let error = act(&host, T0, "lock", anna(), customer_c1(), Value::Null)
         .expect_err("the third effect cannot be applied");
     assert_eq!(
         error.to_string(),
@@ -242,19 +262,15 @@ fn host_4_a_refused_transition_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let host = subscription_host(dir.path());
     let records_before = host.verify_audit().unwrap().records;
-    let outcome = host
-        .transition(
-            OPERATOR,
-            at(T0),
-            TransitionInput {
-                trigger: Trigger::Action,
-                action: "lock".into(),
-                actor: Actor::self_service("c-1"),
-                subject: Subject::new(SubjectKind::Customer, "c-1"),
-                params: json!({ "reason": "none" }),
-            },
-        )
-        .unwrap();
+    let outcome = act(
+        &host,
+        T0,
+        "lock",
+        Actor::self_service("c-1"),
+        customer_c1(),
+        json!({ "reason": "none" }),
+    )
+    .unwrap();
     assert_eq!(
         outcome.evaluation.decision,
         TransitionDecision::Refuse {
@@ -454,17 +470,7 @@ fn host_4_replay_reports_no_difference_then_the_difference_after_the_policy_chan
     );
 
     let refuse = r#"{"ok":{"decision":"refuse","code":"frozen","reason":"no changes"}}"#;
-    let id = PolicyId::new("subscription", 2);
-    host.install(
-        OPERATOR,
-        id.clone(),
-        fixed_transition(refuse).as_bytes(),
-        &json!({}),
-        &anna(),
-        at(T0),
-    )
-    .unwrap();
-    host.activate(OPERATOR, &id, &anna(), at(T0)).unwrap();
+    activate_reply(&host, "subscription", 2, refuse);
     let replay = host.replay(seq, ReplayWith::Active).unwrap();
     assert_eq!(replay.recorded_policy.to_string(), "subscription@1");
     assert_eq!(replay.replayed_policy.to_string(), "subscription@2");
@@ -489,16 +495,13 @@ fn host_7_events_are_delivered_until_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let host = subscription_host(dir.path());
     lock_c1(&host, T0, json!({ "reason": "fraud_check" }));
-    host.transition(
-        OPERATOR,
-        at("2026-11-22T12:00:00Z"),
-        TransitionInput {
-            trigger: Trigger::Action,
-            action: "unlock".into(),
-            actor: anna(),
-            subject: Subject::new(SubjectKind::Customer, "c-1"),
-            params: json!({ "reason": "identity confirmed" }),
-        },
+    act(
+        &host,
+        "2026-11-22T12:00:00Z",
+        "unlock",
+        anna(),
+        customer_c1(),
+        json!({ "reason": "identity confirmed" }),
     )
     .unwrap();
     let first = host.events(OPERATOR, "billing", 10).unwrap();
@@ -749,23 +752,6 @@ fn a_store_from_a_newer_rulehost_or_not_a_database_is_refused_naming_the_file() 
     assert!(store.active_policies().unwrap().is_empty());
 }
 
-/// Installs and activates a policy whose `transition` always answers
-/// `apply` with `effects`.
-fn activate_fixed(host: &Host, version: u32, effects: Value) {
-    let reply = json!({ "ok": { "decision": "apply", "effects": effects } }).to_string();
-    let id = PolicyId::new("fixed", version);
-    host.install(
-        OPERATOR,
-        id.clone(),
-        fixed_transition(&reply).as_bytes(),
-        &json!({}),
-        &anna(),
-        at(T0),
-    )
-    .unwrap();
-    host.activate(OPERATOR, &id, &anna(), at(T0)).unwrap();
-}
-
 #[test]
 fn gym_2_host_7_a_scheduled_transition_fires_once_through_the_policy() {
     let dir = tempfile::tempdir().unwrap();
@@ -777,16 +763,13 @@ fn gym_2_host_7_a_scheduled_transition_fires_once_through_the_policy() {
         json!([{ "effect": "schedule", "subject": k1, "at": "2026-12-31T00:00:00Z",
                  "action": "end_contract" }]),
     );
-    host.transition(
-        OPERATOR,
-        at(T0),
-        TransitionInput {
-            trigger: Trigger::Action,
-            action: "end_contract_at".into(),
-            actor: anna(),
-            subject: Subject::new(SubjectKind::Contract, "k-1"),
-            params: Value::Null,
-        },
+    act(
+        &host,
+        T0,
+        "end_contract_at",
+        anna(),
+        contract_k1(),
+        Value::Null,
     )
     .unwrap();
     assert_eq!(host.next_due().unwrap(), Some(at("2026-12-31T00:00:00Z")));
@@ -866,19 +849,7 @@ fn host_3_a_policy_scheduling_into_the_past_is_refused_not_looped() {
         json!([{ "effect": "schedule", "subject": { "kind": "contract", "id": "k-1" },
                  "at": "2026-01-01T00:00:00Z", "action": "again" }]),
     );
-    let error = host
-        .transition(
-            OPERATOR,
-            at(T0),
-            TransitionInput {
-                trigger: Trigger::Action,
-                action: "loop".into(),
-                actor: anna(),
-                subject: Subject::new(SubjectKind::Contract, "k-1"),
-                params: Value::Null,
-            },
-        )
-        .unwrap_err();
+    let error = act(&host, T0, "loop", anna(), contract_k1(), Value::Null).unwrap_err();
     assert_eq!(
         error.to_string(),
         "effect 0 (`schedule`) of policy `fixed@1` cannot be applied, nothing was changed: \

@@ -79,7 +79,6 @@ impl SqliteStore {
         let mut conn = connect(&path).map_err(|e| refuse(e.to_string()))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| refuse(e.to_string()))?;
-
         schema::migrate(&mut conn).map_err(refuse)?;
         let (jobs, queue) = mpsc::channel();
         let writer = std::thread::Builder::new()
@@ -224,6 +223,22 @@ thread_local! {
     /// kept in step with savepoints, `None` at the start of each batch.
     static AUDIT_TAIL: std::cell::RefCell<Option<(u64, String)>> =
         const { std::cell::RefCell::new(None) };
+}
+
+/// Every row `sql` selects with `params`, decoded.
+fn rows<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: fn(&Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut decoded = Vec::new();
+    while let Some(row) = rows.next()? {
+        decoded.push(decode(row)?);
+    }
+    Ok(decoded)
 }
 
 /// Runs one statement without parameters, prepared once per connection.
@@ -432,17 +447,16 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Scheduled>> {
         let (after_ns, after_id) = after.map_or((i64::MIN, i64::MIN), |s| (nanos(s.at), s.id));
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {SCHEDULE_COLUMNS} FROM schedules
-                 WHERE state = 'pending' AND at_ns <= ?1 AND (at_ns, id) > (?2, ?3)
-                 ORDER BY at_ns, id LIMIT ?4"
-            ))?;
-            let mut rows = stmt.query(params![nanos(now), after_ns, after_id, limit as i64])?;
-            let mut due = Vec::new();
-            while let Some(row) = rows.next()? {
-                due.push(scheduled(row)?.scheduled);
-            }
-            Ok(due)
+            rows(
+                conn,
+                &format!(
+                    "SELECT {SCHEDULE_COLUMNS} FROM schedules
+                     WHERE state = 'pending' AND at_ns <= ?1 AND (at_ns, id) > (?2, ?3)
+                     ORDER BY at_ns, id LIMIT ?4"
+                ),
+                params![nanos(now), after_ns, after_id, limit as i64],
+                |row| Ok(scheduled(row)?.scheduled),
+            )
         })
     }
 
@@ -489,18 +503,17 @@ impl Store for SqliteStore {
 
     fn events(&self, operator: &str, consumer: &str, limit: usize) -> Result<Vec<Event>> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events
-                 WHERE operator = ?1 AND seq > coalesce(
-                     (SELECT seq FROM cursors WHERE operator = ?1 AND consumer = ?2), 0)
-                 ORDER BY seq LIMIT ?3"
-            ))?;
-            let mut rows = stmt.query(params![operator, consumer, limit as i64])?;
-            let mut events = Vec::new();
-            while let Some(row) = rows.next()? {
-                events.push(event(row)?);
-            }
-            Ok(events)
+            rows(
+                conn,
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events
+                     WHERE operator = ?1 AND seq > coalesce(
+                         (SELECT seq FROM cursors WHERE operator = ?1 AND consumer = ?2), 0)
+                     ORDER BY seq LIMIT ?3"
+                ),
+                params![operator, consumer, limit as i64],
+                event,
+            )
         })
     }
 
@@ -549,43 +562,34 @@ impl Store for SqliteStore {
     ) -> Result<SubjectRecords> {
         self.read(|conn| {
             let key = params![operator, subject.kind.name(), subject.id];
-            let mut records = SubjectRecords {
+            let about = "WHERE operator = ?1 AND subject_kind = ?2 AND subject_id = ?3";
+            Ok(SubjectRecords {
                 state: subject_state(conn, operator, subject, now)?,
-                ..SubjectRecords::default()
-            };
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {LOCK_COLUMNS} FROM locks
-                 WHERE operator = ?1 AND subject_kind = ?2 AND subject_id = ?3 ORDER BY id"
-            ))?;
-            let mut rows = stmt.query(key)?;
-            while let Some(row) = rows.next()? {
-                records.locks.push(lock_record(row)?);
-            }
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {SCHEDULE_COLUMNS} FROM schedules
-                 WHERE operator = ?1 AND subject_kind = ?2 AND subject_id = ?3 ORDER BY id"
-            ))?;
-            let mut rows = stmt.query(key)?;
-            while let Some(row) = rows.next()? {
-                records.schedules.push(scheduled(row)?);
-            }
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {AUDIT_COLUMNS} FROM audit
-                 WHERE operator = ?1 AND subject_kind = ?2 AND subject_id = ?3 ORDER BY seq"
-            ))?;
-            let mut rows = stmt.query(key)?;
-            while let Some(row) = rows.next()? {
-                records.audit.push(audit_record(row)?);
-            }
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events
-                 WHERE operator = ?1 AND subject_kind = ?2 AND subject_id = ?3 ORDER BY seq"
-            ))?;
-            let mut rows = stmt.query(key)?;
-            while let Some(row) = rows.next()? {
-                records.events.push(event(row)?);
-            }
-            Ok(records)
+                locks: rows(
+                    conn,
+                    &format!("SELECT {LOCK_COLUMNS} FROM locks {about} ORDER BY id"),
+                    key,
+                    lock_record,
+                )?,
+                schedules: rows(
+                    conn,
+                    &format!("SELECT {SCHEDULE_COLUMNS} FROM schedules {about} ORDER BY id"),
+                    key,
+                    scheduled,
+                )?,
+                audit: rows(
+                    conn,
+                    &format!("SELECT {AUDIT_COLUMNS} FROM audit {about} ORDER BY seq"),
+                    key,
+                    audit_record,
+                )?,
+                events: rows(
+                    conn,
+                    &format!("SELECT {EVENT_COLUMNS} FROM events {about} ORDER BY seq"),
+                    key,
+                    event,
+                )?,
+            })
         })
     }
 
