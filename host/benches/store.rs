@@ -1,9 +1,11 @@
 //! The store on a SQLite file with every acknowledged write durable
 //! (WAL, `synchronous = FULL`):
 //!
-//! - lock + unlock through `Host::transition` with the compiled
-//!   subscription policy, by 1 and by 8 concurrent callers (each on its own
-//!   customers), in operations per second; target ≥ 10,000 with 8;
+//! - lock + unlock by 1 and by 8 concurrent callers (each on its own
+//!   customers), in operations per second, (a) through `Host::transition`
+//!   with the compiled subscription policy and (b) the store alone (the same
+//!   write, audit record and event, without the policy); target ≥ 10,000
+//!   with 8;
 //! - the scheduler expiring 10,000 and 100,000 due locks (`Host::fire_due`),
 //!   in seconds and peak resident memory above the start; target ≤ 5 s for
 //!   100,000 with memory flat;
@@ -17,9 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rulehost::store::{Change, NewAudit, SqliteStore, Store};
+use rulehost::store::{
+    Change, LiftMode, Lifted, NewAudit, NewEvent, NewLock, SqliteStore, Store, Write,
+};
 use rulehost::wire::{
-    Actor, Subject, SubjectKind, SubjectRef, Timestamp, TransitionDecision, TransitionInput,
+    Actor, Lock, Subject, SubjectKind, SubjectRef, Timestamp, TransitionDecision, TransitionInput,
     Trigger,
 };
 use rulehost::{EngineConfig, Host, PolicyId};
@@ -90,22 +94,84 @@ fn transition(host: &Host, action: &str, customer: &str) {
     );
 }
 
-/// Lock + unlock operations per second with `callers` threads.
-fn lock_unlock(host: &Arc<Host>, callers: usize, pairs_per_caller: usize, run: usize) -> f64 {
+/// Lock + unlock operations per second with `callers` threads, each on its
+/// own customers; `op(action, customer)` runs one operation.
+fn lock_unlock(
+    op: &(dyn Fn(&str, &str) + Sync),
+    callers: usize,
+    pairs_per_caller: usize,
+    run: usize,
+) -> f64 {
     let start = Instant::now();
     std::thread::scope(|scope| {
         for caller in 0..callers {
-            let host = Arc::clone(host);
             scope.spawn(move || {
                 for pair in 0..pairs_per_caller {
                     let customer = format!("r{run}-c{caller}-{pair}");
-                    transition(&host, "lock", &customer);
-                    transition(&host, "unlock", &customer);
+                    op("lock", &customer);
+                    op("unlock", &customer);
                 }
             });
         }
     });
     (callers * pairs_per_caller * 2) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The store's own lock or unlock: the write, its audit record and its
+/// event, as `Host::transition` commits them, without the policy.
+fn store_op(store: &SqliteStore, action: &str, customer: &str) {
+    let now = at("2026-11-22T10:00:00Z");
+    let subject = SubjectRef::new(SubjectKind::Customer, customer);
+    let bench = Actor::staff("bench");
+    let write = if action == "lock" {
+        Write::SetLock(NewLock {
+            subject: subject.clone(),
+            lock: Lock {
+                id: None,
+                kind: "full".to_owned(),
+                actor: bench.clone(),
+                reason: "bench".to_owned(),
+                message: None,
+                since: now,
+                until: None,
+            },
+            legacy_id: None,
+        })
+    } else {
+        Write::LiftLocks {
+            subject: subject.clone(),
+            kind: None,
+            lock_id: None,
+            lifted: Lifted {
+                at: now,
+                actor: bench.clone(),
+                reason: "bench".to_owned(),
+                mode: LiftMode::Manual,
+            },
+        }
+    };
+    let change = Change {
+        operator: OPERATOR.to_owned(),
+        at: now,
+        expect: Vec::new(),
+        fires: None,
+        writes: vec![write],
+        audit: NewAudit {
+            kind: "decision".to_owned(),
+            subject: Some(subject.clone()),
+            actor: bench,
+            policy: Some(PolicyId::new("subscription", 1)),
+            payload: json!({ "action": action, "customer": customer }).to_string(),
+        },
+        events: vec![NewEvent {
+            kind: format!("customer.{action}ed"),
+            subject,
+            data: json!({ "reason": "bench" }),
+        }],
+    };
+    for result in store.commit(vec![change]) {
+        result.expect("store lock or unlock");
+    }
 }
 
 /// Resident memory now, in MiB.
@@ -230,27 +296,38 @@ fn main() {
 }
 
 fn lock_phase() {
-    println!("lock + unlock through Host::transition, durable commits");
+    println!(
+        "lock + unlock, durable commits: (a) Host::transition with the compiled policy, (b) the store alone"
+    );
     let host = Arc::new(host("lock-unlock.db"));
+    let store = SqliteStore::open(scratch("lock-unlock-store.db")).expect("store");
+    let via_host = |action: &str, customer: &str| transition(&host, action, customer);
+    let via_store = |action: &str, customer: &str| store_op(&store, action, customer);
     // Warm-up: compile caches, SQLite page cache.
-    lock_unlock(&host, 8, 100, 0);
-    let mut medians = Vec::new();
+    lock_unlock(&via_host, 8, 100, 0);
+    lock_unlock(&via_store, 8, 100, 0);
     for callers in [1, 8] {
         let pairs = 4_000 / callers.min(4);
-        let runs: Vec<f64> = (1..=RUNS)
-            .map(|run| lock_unlock(&host, callers, pairs, run * 10 + callers))
-            .collect();
-        let median = median(runs.clone());
-        medians.push(median);
-        println!(
-            "  {callers} caller(s): median {median:.0} ops/s  (runs: {})",
+        let mut host_runs = Vec::new();
+        let mut store_runs = Vec::new();
+        for run in 1..=RUNS {
+            host_runs.push(lock_unlock(&via_host, callers, pairs, run * 10 + callers));
+            store_runs.push(lock_unlock(&via_store, callers, pairs, run * 10 + callers));
+        }
+        let (a, b) = (median(host_runs.clone()), median(store_runs.clone()));
+        let show = |runs: &[f64]| {
             runs.iter()
                 .map(|r| format!("{r:.0}"))
                 .collect::<Vec<_>>()
                 .join(", ")
+        };
+        println!(
+            "  {callers} caller(s): (a) median {a:.0} ops/s (runs: {}); (b) median {b:.0} ops/s (runs: {}); a/b {:.2}",
+            show(&host_runs),
+            show(&store_runs),
+            a / b
         );
     }
-    println!("  8 callers / 1 caller: {:.2}", medians[1] / medians[0]);
 }
 
 fn expire_phase() {

@@ -98,15 +98,25 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Runs `write` in the next batch and waits until that batch is durable.
+    /// Runs `write` in the next batch, all or nothing, and waits until that
+    /// batch is durable.
     fn write<T: Send + 'static>(
         &self,
         write: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.submit(move |conn| in_savepoint(conn, "job", write))
+    }
+
+    /// Runs `job` in the next batch and waits until that batch is durable;
+    /// `job` keeps its own writes all or nothing.
+    fn submit<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let (answer, answered) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |conn| {
             let result = match conn {
-                Ok(conn) => in_savepoint(conn, "job", write),
+                Ok(conn) => job(conn),
                 Err(why) => Err(Error::Store(why.to_owned())),
             };
             Box::new(move |commit_failed| {
@@ -424,7 +434,8 @@ impl Store for SqliteStore {
 
     fn commit(&self, changes: Vec<Change>) -> Vec<Result<Committed>> {
         let count = changes.len();
-        let results = self.write(move |conn| {
+        // Each change is its own unit; the job as a whole cannot fail.
+        let results = self.submit(move |conn| {
             Ok(changes
                 .iter()
                 .map(|change| in_savepoint(conn, "change", |conn| apply_change(conn, change)))
