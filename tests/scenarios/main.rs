@@ -2,6 +2,7 @@
 //! compiled to wasm (`rulehost::bundled`) and hand-written WAT modules.
 
 mod abi;
+mod cases;
 mod state;
 mod subscription;
 mod support;
