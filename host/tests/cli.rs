@@ -219,8 +219,16 @@ fn eval_runs_a_bundled_policy_set_on_the_readme_request() {
         &["eval", "--policy", "bundled:bakery", "--hook", "authorize"],
         Some("{}"),
     );
+    let bundled: Vec<String> = rulehost::bundled::ALL
+        .iter()
+        .map(|(name, _)| format!("`{name}`"))
+        .collect();
+    assert!(bundled.contains(&"`subscription`".to_owned()));
     assert_eq!(
         one_line_error(&unknown),
-        "error: no bundled policy set `bakery`: bundled are `subscription`"
+        format!(
+            "error: no bundled policy set `bakery`: bundled are {}",
+            bundled.join(", ")
+        )
     );
 }
