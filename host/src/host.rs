@@ -444,6 +444,11 @@ impl Host {
                 }
                 subject.switches.extend(state.switches);
                 subject.locks.extend(state.locks);
+                for child in state.children {
+                    if !subject.children.contains(&child) {
+                        subject.children.push(child);
+                    }
+                }
                 if subject.parent.is_none()
                     && let Some(parent) = state.parent
                 {

@@ -517,6 +517,10 @@ pub struct Subject {
     /// case), whose locks apply here as well.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<Box<Subject>>,
+    /// The subjects that belong to this one (a customer's contracts), as far
+    /// as the backend or the host knows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<SubjectRef>,
     /// Anything else the backend passes along for the policy.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub attributes: serde_json::Map<String, Value>,
@@ -532,6 +536,7 @@ impl Subject {
             switches: BTreeMap::new(),
             locks: Vec::new(),
             parent: None,
+            children: Vec::new(),
             attributes: serde_json::Map::new(),
         }
     }

@@ -1,7 +1,8 @@
 //! The data-driven scenarios: one JSON story per behaviour id under
 //! `tests/cases/<flavour>/`, each run through a fresh `Host` on a SQLite file
 //! with the flavour's compiled policy set. A story is a list of steps, each
-//! at its own time: a request (`authorize`, `transition`), the scheduler
+//! at its own time: a request (`authorize`, `billing`, `transition`), the
+//! host's view of a subject (`subject`), the scheduler
 //! firing what is due (`fire_due`) or a legacy import (`import`), with the
 //! exact decision, error, events and count expected after it. A failing step
 //! is reported with its file and number.
@@ -10,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rulehost::import::{ImportFormat, OnBadRow};
-use rulehost::wire::{Actor, AuthorizeInput, SubjectRef, TransitionInput};
+use rulehost::wire::{Actor, AuthorizeInput, BillingInput, SubjectRef, TransitionInput};
 use rulehost::{EngineConfig, Host, PolicyId};
 use serde::Deserialize;
 use serde_json::Value;
@@ -48,6 +49,7 @@ struct Step {
 #[serde(rename_all = "snake_case")]
 enum Request {
     Authorize(AuthorizeInput),
+    Billing(BillingInput),
     Transition(TransitionInput),
     FireDue {},
     Import { lines: Vec<Value> },
@@ -113,6 +115,9 @@ fn check_step(host: &Host, step: &Step) -> Result<(), String> {
     let answer: Result<Value, String> = match &step.request {
         Request::Authorize(input) => host
             .authorize(OPERATOR, now, input.clone())
+            .map(|e| serde_json::to_value(e.decision).expect("decision")),
+        Request::Billing(input) => host
+            .billing(OPERATOR, now, input.clone())
             .map(|e| serde_json::to_value(e.decision).expect("decision")),
         Request::Transition(input) => host
             .transition(OPERATOR, now, input.clone())

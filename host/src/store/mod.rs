@@ -70,6 +70,8 @@ pub struct SubjectState {
     pub locks: Vec<Lock>,
     /// Its parent (a contract's customer), once known.
     pub parent: Option<SubjectRef>,
+    /// The subjects whose parent it is (a customer's contracts).
+    pub children: Vec<SubjectRef>,
     /// Bumped by every change to the subject; a [`Change`] can require it
     /// unchanged since the state was read.
     pub revision: u64,

@@ -1038,11 +1038,19 @@ fn subject_state(
         .collect::<rusqlite::Result<BTreeMap<String, bool>>>()?;
     let mut locks = open_locks(conn, operator, subject)?;
     locks.retain(|lock| lock.is_active_at(now));
+    let mut children = rows(
+        conn,
+        "SELECT kind, id FROM subjects WHERE operator = ?1 AND parent_kind = ?2 AND parent_id = ?3",
+        key,
+        |row| subject_at(row, 0),
+    )?;
+    children.sort();
     Ok(SubjectState {
         status,
         switches,
         locks,
         parent,
+        children,
         revision: revision as u64,
     })
 }

@@ -28,6 +28,15 @@ pub const UNAFFECTED_BY_LOCK: [&str; 2] = ["collect_payment", "run_dunning"];
 /// The switch that lets billing run for a contract (SUB-6, SUB-7).
 pub const AUTOMATIC_BILLING: &str = "automatic_billing";
 
+/// The contract switches an unlock turns off, to be turned on again by hand
+/// (SUB-6).
+pub const OFF_AFTER_UNLOCK: [&str; 4] = [
+    "recurring_payments",
+    AUTOMATIC_BILLING,
+    "payment_escalation",
+    "threshold_billing",
+];
+
 /// At most this many missed periods are billed in one catch-up (SUB-7); a
 /// contract further behind needs a look by staff.
 pub const MAX_CATCH_UP_PERIODS: usize = 120;
@@ -111,6 +120,9 @@ impl Policy for Subscription {
                 format!("only staff may {action} a customer (SUB-1)"),
             );
         }
+        if action == "delete_customer" {
+            return retention(input);
+        }
         let lock = input.subject.active_locks(ctx.now).next();
         match (action, lock) {
             ("lock", Some(lock)) => AuthorizeDecision::deny(
@@ -172,6 +184,9 @@ impl Policy for Subscription {
                     format!("this policy set schedules no `{action}`"),
                 );
             }
+            Trigger::Action if matches!(action, "switch_on" | "switch_off") => {
+                return switch(ctx, input);
+            }
             Trigger::Action if !matches!(action, "lock" | "unlock") => {
                 return refuse(
                     "no_transition",
@@ -215,13 +230,105 @@ impl Policy for Subscription {
                 reason: params.reason,
             }
         };
-        TransitionDecision::Apply {
-            effects: vec![effect],
+        let mut effects = vec![effect];
+        if action == "unlock" {
+            // SUB-6: the customer's contracts come back with these off.
+            for contract in input
+                .subject
+                .children
+                .iter()
+                .filter(|child| child.kind == SubjectKind::Contract)
+            {
+                effects.extend(OFF_AFTER_UNLOCK.iter().map(|switch| Effect::SetSwitch {
+                    subject: contract.clone(),
+                    switch: (*switch).to_owned(),
+                    on: false,
+                }));
+            }
         }
+        TransitionDecision::Apply { effects }
     }
 }
 
 rulehost_sdk::export_policy!(Subscription);
+
+/// `switch_on` / `switch_off` of a contract switch: refused while the
+/// customer is locked like any contract change (SUB-2); turning
+/// `automatic_billing` on again is how billing resumes after an unlock, and
+/// the next billing run catches up every missed period (SUB-7).
+fn switch(ctx: &Context<Settings>, input: &TransitionInput) -> TransitionDecision {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct SwitchParams {
+        switch: String,
+    }
+    let action = input.action.as_str();
+    if input.subject.kind != SubjectKind::Contract {
+        return refuse(
+            "not_a_contract",
+            format!(
+                "`{action}` applies to contracts, not a `{}`",
+                input.subject.kind.name()
+            ),
+        );
+    }
+    let params: SwitchParams = match serde_json::from_value(input.params.clone()) {
+        Ok(params) => params,
+        Err(error) => return refuse("invalid_params", format!("params of `{action}`: {error}")),
+    };
+    if !OFF_AFTER_UNLOCK.contains(&params.switch.as_str()) {
+        return refuse(
+            "unknown_switch",
+            format!(
+                "unknown switch `{}`: expected one of {}",
+                params.switch,
+                OFF_AFTER_UNLOCK.map(|s| format!("`{s}`")).join(", ")
+            ),
+        );
+    }
+    let check = AuthorizeInput {
+        action: input.action.clone(),
+        actor: input.actor.clone(),
+        subject: input.subject.clone(),
+        acknowledgements: Vec::new(),
+        params: serde_json::Value::Null,
+    };
+    if let AuthorizeDecision::Deny { code, reason } = Subscription::authorize(ctx, &check) {
+        return TransitionDecision::Refuse { code, reason };
+    }
+    TransitionDecision::Apply {
+        effects: vec![Effect::SetSwitch {
+            subject: input.subject.reference(),
+            switch: params.switch,
+            on: action == "switch_on",
+        }],
+    }
+}
+
+/// SUB-8: a customer with invoices or payments is kept for the retention
+/// periods; the backend passes their counts as the subject's `invoices` and
+/// `payments` attributes.
+fn retention(input: &AuthorizeInput) -> AuthorizeDecision {
+    let count = |name: &str| {
+        input
+            .subject
+            .attributes
+            .get(name)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    let (invoices, payments) = (count("invoices"), count("payments"));
+    if invoices + payments == 0 {
+        return AuthorizeDecision::Allow;
+    }
+    AuthorizeDecision::deny(
+        "retention",
+        format!(
+            "a customer with invoices or payments ({invoices} invoices, {payments} payments) \
+             must be kept for the retention periods and cannot be deleted: lock the customer instead (SUB-8)"
+        ),
+    )
+}
 
 fn refuse(code: &str, reason: String) -> TransitionDecision {
     TransitionDecision::Refuse {
