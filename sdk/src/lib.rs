@@ -32,6 +32,7 @@
 
 #![warn(missing_docs)]
 
+pub mod periods;
 pub mod testing;
 pub mod wire;
 

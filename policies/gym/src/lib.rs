@@ -8,13 +8,13 @@
 //! hand always needs a reason (GYM-10). While locked, the member is refused
 //! at check-in and for bookings (GYM-11).
 
+use rulehost_sdk::periods::add_months;
 use rulehost_sdk::wire::{
     ActorKind, AuthorizeDecision, AuthorizeInput, Effect, Lock, SubjectKind, Timestamp,
     TransitionDecision, TransitionInput, Trigger,
 };
 use rulehost_sdk::{Context, Policy};
 use serde::Deserialize;
-use time::OffsetDateTime;
 
 /// The lock reasons an operator gets without configuring any (GYM-7).
 pub const DEFAULT_LOCK_REASONS: [&str; 4] = [
@@ -231,7 +231,7 @@ impl Policy for Gym {
         let until = match params.duration {
             Duration::FiveDays => Some(now + time::Duration::days(5)),
             Duration::FourteenDays => Some(now + time::Duration::days(14)),
-            Duration::OneMonth => add_month(now),
+            Duration::OneMonth => add_months(now, 1),
             Duration::UntilDate => match params.until {
                 Some(until) if until > ctx.now => Some(until.get()),
                 Some(until) => {
@@ -285,33 +285,9 @@ fn describe(lock: &Lock) -> String {
     )
 }
 
-/// One calendar month later; a day past the end of the next month becomes
-/// its last day (Jan 31 → Feb 28).
-fn add_month(at: OffsetDateTime) -> Option<OffsetDateTime> {
-    let (year, month) = match at.month() {
-        time::Month::December => (at.year() + 1, time::Month::January),
-        month => (at.year(), month.next()),
-    };
-    let day = at.day().min(month.length(year));
-    Some(at.replace_date(time::Date::from_calendar_date(year, month, day).ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_month_from_the_31st_ends_on_the_last_day_of_the_next_month() {
-        let at = |text: &str| text.parse::<Timestamp>().unwrap().get();
-        assert_eq!(
-            add_month(at("2027-01-31T10:00:00Z")),
-            Some(at("2027-02-28T10:00:00Z"))
-        );
-        assert_eq!(
-            add_month(at("2026-12-15T10:00:00Z")),
-            Some(at("2027-01-15T10:00:00Z"))
-        );
-    }
 
     #[test]
     fn settings_errors_name_the_field_and_value() {

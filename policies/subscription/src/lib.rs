@@ -5,13 +5,13 @@
 //! runs. The contract actions that stay possible are configurable and default
 //! to the four the product allows (SUB-4).
 
+use rulehost_sdk::periods::due_periods;
 use rulehost_sdk::wire::{
-    ActorKind, AuthorizeDecision, AuthorizeInput, BillingDecision, BillingInput, CycleUnit, Effect,
-    Lock, Period, SubjectKind, Timestamp, TransitionDecision, TransitionInput, Trigger,
+    ActorKind, AuthorizeDecision, AuthorizeInput, BillingDecision, BillingInput, Effect, Lock,
+    SubjectKind, Timestamp, TransitionDecision, TransitionInput, Trigger,
 };
 use rulehost_sdk::{Context, Policy};
 use serde::Deserialize;
-use time::{Date, OffsetDateTime};
 
 /// The contract actions still possible on a locked customer (SUB-4).
 pub const CONTRACT_ACTIONS_WHILE_LOCKED: [&str; 4] = [
@@ -160,7 +160,7 @@ impl Policy for Subscription {
                 format!("automatic billing is off for contract `{}`", contract.id),
             );
         }
-        match due_periods(input, ctx.now) {
+        match due_periods(input, ctx.now, MAX_CATCH_UP_PERIODS) {
             Ok(periods) if periods.is_empty() => skip(
                 "nothing_due",
                 format!(
@@ -381,54 +381,10 @@ fn skip(code: &str, reason: String) -> BillingDecision {
     }
 }
 
-/// Every period that started at or before `now` and has not been billed,
-/// oldest first: one normally, several when catching up (SUB-7).
-fn due_periods(input: &BillingInput, now: Timestamp) -> Result<Vec<Period>, String> {
-    let cycle = input.cycle;
-    if cycle.every == 0 {
-        return Err("the billing cycle's `every` is `0`".to_owned());
-    }
-    let anchor = input.billed_until.get();
-    let boundary = |k: u32| -> Result<Timestamp, String> {
-        let steps = k.checked_mul(cycle.every).ok_or("billing cycle overflow")?;
-        let at = match cycle.unit {
-            CycleUnit::Day => anchor.checked_add(time::Duration::days(i64::from(steps))),
-            CycleUnit::Month => add_months(anchor, steps),
-        };
-        at.map(Timestamp)
-            .ok_or_else(|| format!("period {k} after {} is out of range", input.billed_until))
-    };
-    let mut periods = Vec::new();
-    let mut start = boundary(0)?;
-    while start <= now {
-        if periods.len() == MAX_CATCH_UP_PERIODS {
-            return Err(format!(
-                "more than {MAX_CATCH_UP_PERIODS} periods are due since {}",
-                input.billed_until
-            ));
-        }
-        let end = boundary(periods.len() as u32 + 1)?;
-        periods.push(Period { start, end });
-        start = end;
-    }
-    Ok(periods)
-}
-
-/// `at` plus `months` calendar months; a day past the end of the target
-/// month becomes its last day (Jan 31 + 1 month = Feb 28).
-fn add_months(at: OffsetDateTime, months: u32) -> Option<OffsetDateTime> {
-    let index =
-        at.year() * 12 + i32::from(u8::from(at.month())) - 1 + i32::try_from(months).ok()?;
-    let year = index.div_euclid(12);
-    let month = time::Month::try_from(u8::try_from(index.rem_euclid(12) + 1).ok()?).ok()?;
-    let day = at.day().min(month.length(year));
-    Some(at.replace_date(Date::from_calendar_date(year, month, day).ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rulehost_sdk::wire::{Actor, Cycle, Subject};
+    use rulehost_sdk::wire::{Actor, Cycle, CycleUnit, Subject};
 
     fn at(text: &str) -> Timestamp {
         text.parse().unwrap()
@@ -482,22 +438,6 @@ mod tests {
         );
         assert!(
             matches!(decision, AuthorizeDecision::Deny { ref code, .. } if code == "customer_locked")
-        );
-    }
-
-    #[test]
-    fn month_arithmetic_clamps_to_the_end_of_month() {
-        assert_eq!(
-            add_months(at("2026-01-31T00:00:00Z").get(), 1),
-            Some(at("2026-02-28T00:00:00Z").get())
-        );
-        assert_eq!(
-            add_months(at("2026-11-30T08:00:00Z").get(), 3),
-            Some(at("2027-02-28T08:00:00Z").get())
-        );
-        assert_eq!(
-            add_months(at("2028-01-31T00:00:00Z").get(), 1),
-            Some(at("2028-02-29T00:00:00Z").get())
         );
     }
 
