@@ -1,5 +1,15 @@
-//! The gym policy set (`shared/domain.md`, GYM-7..GYM-11; seed
-//! `002_c1eefda10f7eed0c.txt`): locking a member and their card.
+//! The gym policy set (`shared/domain.md`, GYM-1..GYM-12; seeds
+//! `001_222ffef3228435c3.txt` and `002_c1eefda10f7eed0c.txt`): ending and
+//! pausing memberships, deactivating members, locking a member and their
+//! card.
+//!
+//! A membership (a contract whose parent is the member) ends at once or at
+//! an end date that can be moved while it is in the future; the host ends
+//! it on that date, after which it gives no access and is not billed
+//! (GYM-1..GYM-3). Invoices dated after the end are named for staff to
+//! delete or credit (GYM-5). Portal access goes only when the member is
+//! deactivated, at once or at a date (GYM-4). A pause stops access and
+//! billing until its end, when the host resumes the membership (GYM-6).
 //!
 //! Staff lock a member naming themselves and a reason from the operator's
 //! list (GYM-7). A timed lock runs 5 days, 14 days, a month or until a
@@ -8,10 +18,10 @@
 //! hand always needs a reason (GYM-10). While locked, the member is refused
 //! at check-in and for bookings (GYM-11).
 
-use rulehost_sdk::periods::add_months;
+use rulehost_sdk::periods::{add_months, due_periods};
 use rulehost_sdk::wire::{
-    ActorKind, AuthorizeDecision, AuthorizeInput, Effect, Lock, SubjectKind, Timestamp,
-    TransitionDecision, TransitionInput, Trigger,
+    ActorKind, AuthorizeDecision, AuthorizeInput, BillingDecision, BillingInput, Effect, Lock,
+    SubjectKind, SubjectRef, Timestamp, TransitionDecision, TransitionInput, Trigger,
 };
 use rulehost_sdk::{Context, Policy};
 use serde::Deserialize;
@@ -24,8 +34,33 @@ pub const DEFAULT_LOCK_REASONS: [&str; 4] = [
     "house_rules",
 ];
 
-/// What a locked member cannot do (GYM-11).
+/// What a locked member cannot do (GYM-11), nor a member whose membership
+/// ended (GYM-1, GYM-2) or is paused (GYM-6).
 pub const REFUSED_WHILE_LOCKED: [&str; 3] = ["check_in", "book_class", "book_service"];
+
+/// Contract and customer statuses this policy sets.
+pub mod status {
+    /// An end date is scheduled.
+    pub const ENDING: &str = "ending";
+    /// The membership has ended.
+    pub const ENDED: &str = "ended";
+    /// The membership is paused.
+    pub const PAUSED: &str = "paused";
+    /// The membership runs (again).
+    pub const ACTIVE: &str = "active";
+    /// The member has no portal access any more.
+    pub const DEACTIVATED: &str = "deactivated";
+}
+
+/// The scheduled actions this policy set fires.
+pub mod scheduled {
+    /// A membership's end date has come.
+    pub const END_MEMBERSHIP: &str = "end_membership";
+    /// A pause is over.
+    pub const RESUME_MEMBERSHIP: &str = "resume_membership";
+    /// A member's deactivation date has come.
+    pub const DEACTIVATE_CUSTOMER: &str = "deactivate_customer";
+}
 
 /// Operator settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -140,6 +175,9 @@ impl Policy for Gym {
                 format!("only staff may {action} a member (GYM-7, GYM-10)"),
             );
         }
+        if let Some(refusal) = membership_refusal(input) {
+            return refusal;
+        }
         let lock = input.subject.active_locks(ctx.now).next();
         match (action, lock) {
             ("lock", Some(lock)) => AuthorizeDecision::deny(
@@ -163,11 +201,17 @@ impl Policy for Gym {
         match input.trigger {
             // The host lifts a lock whose time is up (GYM-8).
             Trigger::Expired => return TransitionDecision::Apply { effects: vec![] },
-            Trigger::Scheduled => {
-                return refuse(
-                    "unknown_schedule",
-                    format!("this policy set schedules no `{action}`"),
-                );
+            Trigger::Scheduled => return fire(input),
+            Trigger::Action
+                if matches!(
+                    action,
+                    "end_membership"
+                        | "change_end_date"
+                        | "pause_membership"
+                        | "deactivate_customer"
+                ) =>
+            {
+                return membership(ctx, input);
             }
             Trigger::Action if !matches!(action, "lock" | "unlock") => {
                 return refuse(
@@ -263,9 +307,305 @@ impl Policy for Gym {
             }],
         }
     }
+
+    fn billing(ctx: &Context<Settings>, input: &BillingInput) -> BillingDecision {
+        let contract = &input.contract;
+        let skip = |code: &str, reason: String| BillingDecision::Skip {
+            code: code.to_owned(),
+            reason,
+        };
+        match contract.status.as_deref() {
+            Some(status::ENDED) => skip(
+                "membership_ended",
+                format!(
+                    "membership `{}` has ended: no further invoices (GYM-2)",
+                    contract.id
+                ),
+            ),
+            Some(status::PAUSED) => skip(
+                "membership_paused",
+                format!("membership `{}` is paused: no billing (GYM-6)", contract.id),
+            ),
+            _ => match due_periods(input, ctx.now, MAX_CATCH_UP_PERIODS) {
+                Ok(periods) if periods.is_empty() => skip(
+                    "nothing_due",
+                    format!(
+                        "membership `{}` is billed until {}",
+                        contract.id, input.billed_until
+                    ),
+                ),
+                Ok(periods) => BillingDecision::Proceed { periods },
+                Err(why) => skip("cannot_compute_periods", why),
+            },
+        }
+    }
 }
 
 rulehost_sdk::export_policy!(Gym);
+
+/// At most this many missed periods are billed at once.
+pub const MAX_CATCH_UP_PERIODS: usize = 120;
+
+/// Access a membership's or member's status refuses (GYM-1, GYM-2, GYM-4,
+/// GYM-6).
+fn membership_refusal(input: &AuthorizeInput) -> Option<AuthorizeDecision> {
+    let action = input.action.as_str();
+    let subject = &input.subject;
+    let status = subject.status.as_deref();
+    match subject.kind {
+        SubjectKind::Contract if REFUSED_WHILE_LOCKED.contains(&action) => match status {
+            Some(status::ENDED) => Some(AuthorizeDecision::deny(
+                "membership_ended",
+                format!(
+                    "`{action}` is refused: membership `{}` has ended (GYM-1)",
+                    subject.id
+                ),
+            )),
+            Some(status::PAUSED) => Some(AuthorizeDecision::deny(
+                "membership_paused",
+                format!(
+                    "`{action}` is refused: membership `{}` is paused (GYM-6)",
+                    subject.id
+                ),
+            )),
+            _ => None,
+        },
+        SubjectKind::Customer
+            if action == "portal_login" && status == Some(status::DEACTIVATED) =>
+        {
+            Some(AuthorizeDecision::deny(
+                "member_deactivated",
+                format!(
+                    "member `{}` is deactivated and has no portal access (GYM-4)",
+                    subject.id
+                ),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// When a membership change takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// Now.
+    Immediately,
+    /// At `date` (for memberships, the end date).
+    AtDate,
+}
+
+/// An invoice the backend already created for a membership (GYM-5).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Invoice {
+    /// The backend's invoice id.
+    pub id: String,
+    /// Its date.
+    pub date: Timestamp,
+}
+
+/// The parameters of `end_membership`, `change_end_date`,
+/// `pause_membership` and `deactivate_customer`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipParams {
+    /// For `end_membership` and `deactivate_customer`.
+    #[serde(default)]
+    pub when: Option<When>,
+    /// The end date, deactivation date or (for a pause) its end.
+    #[serde(default)]
+    pub date: Option<Timestamp>,
+    /// Invoices already created for the membership (GYM-5).
+    #[serde(default)]
+    pub invoices: Vec<Invoice>,
+}
+
+fn membership(ctx: &Context<Settings>, input: &TransitionInput) -> TransitionDecision {
+    let action = input.action.as_str();
+    if input.actor.kind != ActorKind::Staff {
+        return refuse("staff_only", format!("only staff may {action}"));
+    }
+    let wanted = if action == "deactivate_customer" {
+        SubjectKind::Customer
+    } else {
+        SubjectKind::Contract
+    };
+    let subject = &input.subject;
+    if subject.kind != wanted {
+        return refuse(
+            "wrong_subject",
+            format!(
+                "`{action}` applies to a `{}`, not a `{}`",
+                wanted.name(),
+                subject.kind.name()
+            ),
+        );
+    }
+    let params: MembershipParams = match serde_json::from_value(input.params.clone()) {
+        Ok(params) => params,
+        Err(error) => return refuse("invalid_params", format!("params of `{action}`: {error}")),
+    };
+    let status = subject.status.as_deref();
+    let here = subject.reference();
+    let future_date = |what: &str| -> Result<Timestamp, TransitionDecision> {
+        match params.date {
+            Some(date) if date > ctx.now => Ok(date),
+            Some(date) => Err(refuse(
+                "date_in_past",
+                format!("the {what} `{date}` is not after now `{}`", ctx.now),
+            )),
+            None => Err(refuse("date_required", format!("`{action}` needs `date`"))),
+        }
+    };
+    let schedule = |at: Timestamp, what: &str| Effect::Schedule {
+        subject: here.clone(),
+        at,
+        action: what.to_owned(),
+        params: serde_json::Value::Null,
+    };
+    let set = |to: &str| Effect::SetStatus {
+        subject: here.clone(),
+        status: to.to_owned(),
+    };
+    let cancel = |what: &str| Effect::CancelSchedule {
+        subject: here.clone(),
+        action: what.to_owned(),
+    };
+    if status == Some(status::ENDED) {
+        return refuse(
+            "already_ended",
+            format!("membership `{}` has already ended", subject.id),
+        );
+    }
+    let effects = match (action, params.when) {
+        ("deactivate_customer", _) if status == Some(status::DEACTIVATED) => {
+            return refuse(
+                "already_deactivated",
+                format!("member `{}` is already deactivated", subject.id),
+            );
+        }
+        ("deactivate_customer", Some(When::Immediately)) => vec![set(status::DEACTIVATED)],
+        ("deactivate_customer", Some(When::AtDate)) => match future_date("deactivation date") {
+            Ok(date) => vec![schedule(date, scheduled::DEACTIVATE_CUSTOMER)],
+            Err(refusal) => return refusal,
+        },
+        ("end_membership", Some(When::Immediately)) => {
+            let mut effects = vec![set(status::ENDED)];
+            match status {
+                Some(status::ENDING) => effects.push(cancel(scheduled::END_MEMBERSHIP)),
+                Some(status::PAUSED) => effects.push(cancel(scheduled::RESUME_MEMBERSHIP)),
+                _ => {}
+            }
+            effects.extend(invoices_after(&params.invoices, ctx.now));
+            effects
+        }
+        ("end_membership", Some(When::AtDate)) if status == Some(status::ENDING) => {
+            return refuse(
+                "end_already_scheduled",
+                "an end date is already set; use `change_end_date` (GYM-3)".to_owned(),
+            );
+        }
+        ("end_membership", Some(When::AtDate)) => match future_date("end date") {
+            Ok(date) => {
+                let mut effects = vec![
+                    schedule(date, scheduled::END_MEMBERSHIP),
+                    set(status::ENDING),
+                ];
+                effects.extend(invoices_after(&params.invoices, date));
+                effects
+            }
+            Err(refusal) => return refusal,
+        },
+        ("end_membership" | "deactivate_customer", None) => {
+            return refuse(
+                "when_required",
+                format!("`{action}` needs `when`: `immediately` or `at_date`"),
+            );
+        }
+        ("change_end_date", _) if status != Some(status::ENDING) => {
+            return refuse(
+                "no_end_scheduled",
+                format!(
+                    "membership `{}` has no end date to change (GYM-3)",
+                    subject.id
+                ),
+            );
+        }
+        ("change_end_date", _) => match future_date("new end date") {
+            Ok(date) => vec![
+                cancel(scheduled::END_MEMBERSHIP),
+                schedule(date, scheduled::END_MEMBERSHIP),
+            ],
+            Err(refusal) => return refusal,
+        },
+        (_, _) if status == Some(status::ENDING) => {
+            return refuse(
+                "end_scheduled",
+                format!(
+                    "membership `{}` ends at a set date and cannot be paused",
+                    subject.id
+                ),
+            );
+        }
+        (_, _) if status == Some(status::PAUSED) => {
+            return refuse(
+                "already_paused",
+                format!("membership `{}` is already paused", subject.id),
+            );
+        }
+        (_, _) => match future_date("end of the pause") {
+            Ok(date) => vec![
+                set(status::PAUSED),
+                schedule(date, scheduled::RESUME_MEMBERSHIP),
+            ],
+            Err(refusal) => return refusal,
+        },
+    };
+    TransitionDecision::Apply { effects }
+}
+
+/// GYM-5: invoices dated after the end are not deleted; each is named for
+/// staff to delete or credit.
+fn invoices_after(invoices: &[Invoice], end: Timestamp) -> impl Iterator<Item = Effect> + '_ {
+    invoices
+        .iter()
+        .filter(move |invoice| invoice.date > end)
+        .map(move |invoice| Effect::Backend {
+            action: "delete_or_credit_invoice".to_owned(),
+            subject: SubjectRef::new(SubjectKind::Invoice, invoice.id.clone()),
+            data: serde_json::json!({
+                "date": invoice.date,
+                "reason": format!("dated after the membership's end {end} (GYM-5)"),
+            }),
+        })
+}
+
+/// A scheduled action falling due.
+fn fire(input: &TransitionInput) -> TransitionDecision {
+    let here = input.subject.reference();
+    let status = input.subject.status.as_deref();
+    let set = |to: &str| TransitionDecision::Apply {
+        effects: vec![Effect::SetStatus {
+            subject: here.clone(),
+            status: to.to_owned(),
+        }],
+    };
+    match input.action.as_str() {
+        scheduled::END_MEMBERSHIP if status != Some(status::ENDED) => set(status::ENDED),
+        scheduled::RESUME_MEMBERSHIP if status == Some(status::PAUSED) => set(status::ACTIVE),
+        scheduled::DEACTIVATE_CUSTOMER if status != Some(status::DEACTIVATED) => {
+            set(status::DEACTIVATED)
+        }
+        scheduled::END_MEMBERSHIP
+        | scheduled::RESUME_MEMBERSHIP
+        | scheduled::DEACTIVATE_CUSTOMER => TransitionDecision::Apply { effects: vec![] },
+        other => refuse(
+            "unknown_schedule",
+            format!("this policy set schedules no `{other}`"),
+        ),
+    }
+}
 
 fn refuse(code: &str, reason: String) -> TransitionDecision {
     TransitionDecision::Refuse {
