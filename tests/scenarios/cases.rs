@@ -2,7 +2,8 @@
 //! `tests/cases/<flavour>/`, each run through a fresh `Host` on a SQLite file
 //! with the flavour's compiled policy set. A story is a list of steps, each
 //! at its own time: a request (`authorize`, `billing`, `transition`), the
-//! host's view of a subject (`subject`), the scheduler
+//! host's view of a subject (`subject`), its export (`export`) and
+//! anonymization (`anonymize`), the scheduler
 //! firing what is due (`fire_due`) or a legacy import (`import`), with the
 //! exact decision, error, events and count expected after it. A failing step
 //! is reported with its file and number.
@@ -54,6 +55,8 @@ enum Request {
     FireDue {},
     Import { lines: Vec<Value> },
     Subject(SubjectRef),
+    Export(SubjectRef),
+    Anonymize(SubjectRef),
 }
 
 #[derive(Default, Deserialize)]
@@ -69,6 +72,12 @@ struct Expect {
     fired: Option<usize>,
     /// The subject's active locks as `reason until` (`subject`).
     locks: Option<Vec<String>>,
+    /// Text the export must contain (`export`).
+    export_contains: Option<Vec<String>>,
+    /// Text the export must not contain (`export`).
+    export_lacks: Option<Vec<String>>,
+    /// Whether the audit trail verifies after the step.
+    audit_intact: Option<bool>,
 }
 
 fn case_files() -> Vec<PathBuf> {
@@ -137,6 +146,12 @@ fn check_step(host: &Host, step: &Step) -> Result<(), String> {
             )
             .map(|report| serde_json::json!({ "imported": report.lock_ids.len() }))
         }
+        Request::Export(subject) => host.export_subject(OPERATOR, subject, now).map(|records| {
+            Value::String(serde_json::to_string(&records).expect("export serializes"))
+        }),
+        Request::Anonymize(subject) => host
+            .anonymize_subject(OPERATOR, subject, &Actor::staff("privacy-officer"), now)
+            .map(|done| serde_json::json!({ "audit_records": done.audit_records.len() })),
         Request::Subject(subject) => host.subject(OPERATOR, subject, now).map(|state| {
             let locks: Vec<String> = state
                 .locks
@@ -174,6 +189,23 @@ fn check_step(host: &Host, step: &Step) -> Result<(), String> {
             "locks\n  expected {want:?}\n  got      {}",
             got["locks"]
         ));
+    }
+    let export = got.as_str().unwrap_or_default();
+    for text in expect.export_contains.iter().flatten() {
+        if !export.contains(text.as_str()) {
+            return Err(format!("the export lacks `{text}`: {export}"));
+        }
+    }
+    for text in expect.export_lacks.iter().flatten() {
+        if export.contains(text.as_str()) {
+            return Err(format!("the export still contains `{text}`"));
+        }
+    }
+    if let Some(want) = expect.audit_intact {
+        let verification = host.verify_audit().map_err(|e| e.to_string())?;
+        if verification.is_intact() != want {
+            return Err(format!("audit verification: {verification:?}"));
+        }
     }
     let events = host
         .events(OPERATOR, CONSUMER, 1000)
