@@ -9,6 +9,7 @@
 //! is reported with its file and number.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use rulehost::import::{ImportFormat, OnBadRow};
@@ -261,7 +262,12 @@ fn every_case_file_passes_through_the_host_with_the_compiled_policies() {
         .iter()
         .map(|(flavour, ids)| format!("{flavour} {}", ids.len()))
         .collect();
-    println!("cases passed per flavour: {}", summary.join(", "));
+    // Written past the test harness's capture, so every run shows it.
+    let _ = writeln!(
+        std::io::stderr(),
+        "cases passed per flavour: {}",
+        summary.join(", ")
+    );
     assert!(
         failures.is_empty(),
         "failing cases:\n{}",

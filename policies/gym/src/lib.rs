@@ -70,6 +70,11 @@ pub struct Settings {
     /// when not set.
     #[serde(default)]
     pub lock_reasons: Option<Vec<String>>,
+    /// The timed-lock durations staff may choose (GYM-8); all of `5_days`,
+    /// `14_days`, `1_month` and `until_date` when not set. A lock without
+    /// end is always possible.
+    #[serde(default)]
+    pub timed_durations: Option<Vec<Duration>>,
 }
 
 impl Settings {
@@ -79,6 +84,15 @@ impl Settings {
             Some(reasons) => reasons.iter().any(|r| r == reason),
             None => DEFAULT_LOCK_REASONS.contains(&reason),
         }
+    }
+
+    /// Whether staff may choose `duration`.
+    pub fn allows(&self, duration: Duration) -> bool {
+        duration == Duration::OpenEnded
+            || self
+                .timed_durations
+                .as_ref()
+                .is_none_or(|allowed| allowed.contains(&duration))
     }
 
     fn reasons(&self) -> String {
@@ -113,6 +127,19 @@ pub enum Duration {
     OpenEnded,
 }
 
+impl Duration {
+    /// Its name in params and settings.
+    pub fn name(self) -> &'static str {
+        match self {
+            Duration::FiveDays => "5_days",
+            Duration::FourteenDays => "14_days",
+            Duration::OneMonth => "1_month",
+            Duration::UntilDate => "until_date",
+            Duration::OpenEnded => "open_ended",
+        }
+    }
+}
+
 /// The parameters of `lock`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,11 +171,23 @@ impl Policy for Gym {
     type Settings = Settings;
 
     fn validate_settings(settings: &Settings) -> Result<(), Vec<String>> {
-        let Some(reasons) = &settings.lock_reasons else {
-            return Ok(());
-        };
         let mut errors = Vec::new();
-        if reasons.is_empty() {
+        for (index, duration) in settings.timed_durations.iter().flatten().enumerate() {
+            if *duration == Duration::OpenEnded {
+                errors.push(format!(
+                    "timed_durations[{index}]: `open_ended` is not a timed duration"
+                ));
+            } else if settings.timed_durations.as_deref().unwrap_or_default()[..index]
+                .contains(duration)
+            {
+                errors.push(format!(
+                    "timed_durations[{index}]: duration `{}` is listed twice",
+                    duration.name()
+                ));
+            }
+        }
+        let reasons = settings.lock_reasons.as_deref().unwrap_or(&[]);
+        if settings.lock_reasons.as_ref().is_some_and(Vec::is_empty) {
             errors.push("lock_reasons: the list is empty; staff could not lock".to_owned());
         }
         for (index, reason) in reasons.iter().enumerate() {
@@ -268,6 +307,15 @@ impl Policy for Gym {
                     "reason `{}` is not one of the operator's lock reasons: {} (GYM-7)",
                     params.reason,
                     ctx.settings.reasons()
+                ),
+            );
+        }
+        if !ctx.settings.allows(params.duration) {
+            return refuse(
+                "duration_not_allowed",
+                format!(
+                    "duration `{}` is not one this operator allows (GYM-8)",
+                    params.duration.name()
                 ),
             );
         }
@@ -633,10 +681,17 @@ mod tests {
     fn settings_errors_name_the_field_and_value() {
         let settings = Settings {
             lock_reasons: Some(vec!["debt".into(), " ".into(), "debt".into()]),
+            timed_durations: Some(vec![
+                Duration::FiveDays,
+                Duration::OpenEnded,
+                Duration::FiveDays,
+            ]),
         };
         assert_eq!(
             Gym::validate_settings(&settings),
             Err(vec![
+                "timed_durations[1]: `open_ended` is not a timed duration".to_owned(),
+                "timed_durations[2]: duration `5_days` is listed twice".to_owned(),
                 "lock_reasons[1]: reason ` ` is empty".to_owned(),
                 "lock_reasons[2]: reason `debt` is listed twice".to_owned(),
             ])
