@@ -566,6 +566,15 @@ impl Subject {
     pub fn switch(&self, name: &str) -> bool {
         self.switches.get(name).copied().unwrap_or(false)
     }
+
+    /// The count the backend passed as attribute `name` (`invoices`); 0
+    /// when absent or not a count.
+    pub fn count(&self, name: &str) -> u64 {
+        self.attributes
+            .get(name)
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    }
 }
 
 /// Input of the `authorize` hook.
@@ -627,6 +636,16 @@ impl AuthorizeDecision {
     /// Whether the decision is `allow`.
     pub fn is_allow(&self) -> bool {
         matches!(self, AuthorizeDecision::Allow)
+    }
+
+    /// The same refusal as a `transition` decision, for a deny.
+    pub fn into_refusal(self) -> Option<TransitionDecision> {
+        match self {
+            AuthorizeDecision::Deny { code, reason } => {
+                Some(TransitionDecision::Refuse { code, reason })
+            }
+            _ => None,
+        }
     }
 }
 
@@ -714,6 +733,20 @@ pub struct TransitionInput {
     /// Action parameters.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub params: Value,
+}
+
+impl TransitionInput {
+    /// The `authorize` question for the same action, actor and subject, so
+    /// a policy can refuse a transition exactly as it refuses the action.
+    pub fn authorize_input(&self) -> AuthorizeInput {
+        AuthorizeInput {
+            action: self.action.clone(),
+            actor: self.actor.clone(),
+            subject: self.subject.clone(),
+            acknowledgements: Vec::new(),
+            params: Value::Null,
+        }
+    }
 }
 
 /// A change the host applies (or hands back to the backend) when a
@@ -820,6 +853,16 @@ pub enum TransitionDecision {
         /// Why, in words.
         reason: String,
     },
+}
+
+impl TransitionDecision {
+    /// A refusal with a machine-readable code and a reason for people.
+    pub fn refuse(code: impl Into<String>, reason: impl Into<String>) -> Self {
+        TransitionDecision::Refuse {
+            code: code.into(),
+            reason: reason.into(),
+        }
+    }
 }
 
 /// Output of the `validate_settings` hook.

@@ -18,8 +18,8 @@
 //! balance (`params.invoices`).
 
 use rulehost_sdk::wire::{
-    Acknowledgement, ActorKind, AuthorizeDecision, AuthorizeInput, Effect, SubjectKind, SubjectRef,
-    TransitionDecision, TransitionInput, Trigger,
+    Acknowledgement, ActorKind, AuthorizeDecision, AuthorizeInput, Effect, Subject, SubjectKind,
+    SubjectRef, TransitionDecision, TransitionInput, Trigger,
 };
 use rulehost_sdk::{Context, Policy};
 use serde::Deserialize;
@@ -82,7 +82,7 @@ impl Policy for Collections {
                 if let Some(refusal) = refuse_deactivation(status) {
                     return AuthorizeDecision::deny(refusal.0, refusal.1);
                 }
-                let missing = missing_acknowledgements(input, &input.acknowledgements);
+                let missing = missing_acknowledgements(&input.subject, &input.acknowledgements);
                 if missing.is_empty() {
                     AuthorizeDecision::Allow
                 } else {
@@ -134,7 +134,7 @@ impl Policy for Collections {
             return TransitionDecision::Apply { effects: vec![] };
         }
         if input.actor.kind != ActorKind::Staff {
-            return refuse("staff_only", format!("only staff may {action}"));
+            return TransitionDecision::refuse("staff_only", format!("only staff may {action}"));
         }
         let params: CaseParams = match serde_json::from_value(match &input.params {
             serde_json::Value::Null => serde_json::json!({}),
@@ -142,7 +142,10 @@ impl Policy for Collections {
         }) {
             Ok(params) => params,
             Err(error) => {
-                return refuse("invalid_params", format!("params of `{action}`: {error}"));
+                return TransitionDecision::refuse(
+                    "invalid_params",
+                    format!("params of `{action}`: {error}"),
+                );
             }
         };
         let subject = &input.subject;
@@ -154,7 +157,7 @@ impl Policy for Collections {
             SubjectKind::Case
         };
         if subject.kind != wanted {
-            return refuse(
+            return TransitionDecision::refuse(
                 "wrong_subject",
                 format!(
                     "`{action}` applies to a `{}`, not a `{}`",
@@ -176,7 +179,7 @@ impl Policy for Collections {
         let effects = match action {
             "close_case" => {
                 if status.is_some() {
-                    return refuse(
+                    return TransitionDecision::refuse(
                         "not_open",
                         format!(
                             "case `{}` is {} and cannot be closed",
@@ -201,20 +204,13 @@ impl Policy for Collections {
             }
             "deactivate_case" => {
                 if let Some((code, reason)) = refuse_deactivation(status) {
-                    return refuse(code, reason);
+                    return TransitionDecision::refuse(code, reason);
                 }
-                let check = AuthorizeInput {
-                    action: action.to_owned(),
-                    actor: input.actor.clone(),
-                    subject: subject.clone(),
-                    acknowledgements: params.acknowledgements.clone(),
-                    params: serde_json::Value::Null,
-                };
-                let missing = missing_acknowledgements(&check, &params.acknowledgements);
+                let missing = missing_acknowledgements(subject, &params.acknowledgements);
                 if !missing.is_empty() {
                     let codes: Vec<String> =
                         missing.iter().map(|a| format!("`{}`", a.code)).collect();
-                    return refuse(
+                    return TransitionDecision::refuse(
                         "acknowledgement_required",
                         format!(
                             "deactivating case `{}` needs the acknowledgement of {} (COL-3)",
@@ -239,7 +235,7 @@ impl Policy for Collections {
                 effects
             }
             "reactivate_case" => {
-                return refuse(
+                return TransitionDecision::refuse(
                     "deactivation_final",
                     format!(
                         "case `{}` cannot be reactivated: deactivation is final (COL-4)",
@@ -249,13 +245,13 @@ impl Policy for Collections {
             }
             "delete_case" if status == Some(status::DEACTIVATED) => vec![set(status::DELETED)],
             "delete_case" if status == Some(status::DELETED) => {
-                return refuse(
+                return TransitionDecision::refuse(
                     "already_deleted",
                     format!("case `{}` is already deleted", subject.id),
                 );
             }
             "delete_case" => {
-                return refuse(
+                return TransitionDecision::refuse(
                     "not_deactivated",
                     format!(
                         "only a deactivated case can be deleted; case `{}` is not (COL-7)",
@@ -268,7 +264,7 @@ impl Policy for Collections {
                     .active_locks(ctx.now)
                     .any(|lock| lock.kind == COLLECTION_DEACTIVATED)
                 {
-                    return refuse(
+                    return TransitionDecision::refuse(
                         "not_locked",
                         format!(
                             "invoice `{}` is not locked with status `{COLLECTION_DEACTIVATED}`",
@@ -283,7 +279,7 @@ impl Policy for Collections {
                 }]
             }
             other => {
-                return refuse(
+                return TransitionDecision::refuse(
                     "no_transition",
                     format!("`{other}` changes no lifecycle state"),
                 );
@@ -294,13 +290,6 @@ impl Policy for Collections {
 }
 
 rulehost_sdk::export_policy!(Collections);
-
-fn refuse(code: &str, reason: String) -> TransitionDecision {
-    TransitionDecision::Refuse {
-        code: code.to_owned(),
-        reason,
-    }
-}
 
 /// Why a case in `status` cannot be deactivated (COL-4), if it cannot.
 fn refuse_deactivation(status: Option<&str>) -> Option<(&'static str, String)> {
@@ -316,16 +305,13 @@ fn refuse_deactivation(status: Option<&str>) -> Option<(&'static str, String)> {
 
 /// The steps taken that the deactivation must acknowledge and that are not
 /// in `given` (COL-3).
-fn missing_acknowledgements(input: &AuthorizeInput, given: &[String]) -> Vec<Acknowledgement> {
-    let attributes = &input.subject.attributes;
+fn missing_acknowledgements(case: &Subject, given: &[String]) -> Vec<Acknowledgement> {
+    let attributes = &case.attributes;
     let published = attributes
         .get("published")
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false);
-    let reminders = attributes
-        .get("reminders_sent")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0);
+    let reminders = case.count("reminders_sent");
     let mut required = Vec::new();
     if published {
         required.push(Acknowledgement {

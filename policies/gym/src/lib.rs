@@ -253,7 +253,7 @@ impl Policy for Gym {
                 return membership(ctx, input);
             }
             Trigger::Action if !matches!(action, "lock" | "unlock") => {
-                return refuse(
+                return TransitionDecision::refuse(
                     "no_transition",
                     format!("`{action}` changes no lifecycle state"),
                 );
@@ -261,7 +261,7 @@ impl Policy for Gym {
             Trigger::Action => {}
         }
         if input.subject.kind != SubjectKind::Customer {
-            return refuse(
+            return TransitionDecision::refuse(
                 "not_a_member",
                 format!(
                     "only members (customers) are locked, not a `{}`",
@@ -269,15 +269,9 @@ impl Policy for Gym {
                 ),
             );
         }
-        let check = AuthorizeInput {
-            action: input.action.clone(),
-            actor: input.actor.clone(),
-            subject: input.subject.clone(),
-            acknowledgements: Vec::new(),
-            params: serde_json::Value::Null,
-        };
-        if let AuthorizeDecision::Deny { code, reason } = Self::authorize(ctx, &check) {
-            return TransitionDecision::Refuse { code, reason };
+        let check = input.authorize_input();
+        if let Some(refusal) = Self::authorize(ctx, &check).into_refusal() {
+            return refusal;
         }
         let subject = input.subject.reference();
         if action == "unlock" {
@@ -289,19 +283,27 @@ impl Policy for Gym {
                         reason: params.reason,
                     }],
                 },
-                Ok(_) => refuse(
+                Ok(_) => TransitionDecision::refuse(
                     "reason_required",
                     "lifting a lock needs a reason (GYM-10)".to_owned(),
                 ),
-                Err(error) => refuse("invalid_params", format!("params of `unlock`: {error}")),
+                Err(error) => TransitionDecision::refuse(
+                    "invalid_params",
+                    format!("params of `unlock`: {error}"),
+                ),
             };
         }
         let params: LockParams = match serde_json::from_value(input.params.clone()) {
             Ok(params) => params,
-            Err(error) => return refuse("invalid_params", format!("params of `lock`: {error}")),
+            Err(error) => {
+                return TransitionDecision::refuse(
+                    "invalid_params",
+                    format!("params of `lock`: {error}"),
+                );
+            }
         };
         if !ctx.settings.knows_reason(&params.reason) {
-            return refuse(
+            return TransitionDecision::refuse(
                 "unknown_reason",
                 format!(
                     "reason `{}` is not one of the operator's lock reasons: {} (GYM-7)",
@@ -311,7 +313,7 @@ impl Policy for Gym {
             );
         }
         if !ctx.settings.allows(params.duration) {
-            return refuse(
+            return TransitionDecision::refuse(
                 "duration_not_allowed",
                 format!(
                     "duration `{}` is not one this operator allows (GYM-8)",
@@ -327,20 +329,23 @@ impl Policy for Gym {
             Duration::UntilDate => match params.until {
                 Some(until) if until > ctx.now => Some(until.get()),
                 Some(until) => {
-                    return refuse(
+                    return TransitionDecision::refuse(
                         "date_in_past",
                         format!("the lock's end `{until}` is not after now `{}`", ctx.now),
                     );
                 }
                 None => {
-                    return refuse("until_required", "`until_date` needs `until`".to_owned());
+                    return TransitionDecision::refuse(
+                        "until_required",
+                        "`until_date` needs `until`".to_owned(),
+                    );
                 }
             },
             Duration::OpenEnded => None,
         };
         let message = params.message.filter(|m| !m.trim().is_empty());
         if params.duration == Duration::OpenEnded && message.is_none() {
-            return refuse(
+            return TransitionDecision::refuse(
                 "message_required",
                 "a lock without end needs a message to the member (GYM-9)".to_owned(),
             );
@@ -472,7 +477,7 @@ pub struct MembershipParams {
 fn membership(ctx: &Context<Settings>, input: &TransitionInput) -> TransitionDecision {
     let action = input.action.as_str();
     if input.actor.kind != ActorKind::Staff {
-        return refuse("staff_only", format!("only staff may {action}"));
+        return TransitionDecision::refuse("staff_only", format!("only staff may {action}"));
     }
     let wanted = if action == "deactivate_customer" {
         SubjectKind::Customer
@@ -481,7 +486,7 @@ fn membership(ctx: &Context<Settings>, input: &TransitionInput) -> TransitionDec
     };
     let subject = &input.subject;
     if subject.kind != wanted {
-        return refuse(
+        return TransitionDecision::refuse(
             "wrong_subject",
             format!(
                 "`{action}` applies to a `{}`, not a `{}`",
@@ -492,18 +497,26 @@ fn membership(ctx: &Context<Settings>, input: &TransitionInput) -> TransitionDec
     }
     let params: MembershipParams = match serde_json::from_value(input.params.clone()) {
         Ok(params) => params,
-        Err(error) => return refuse("invalid_params", format!("params of `{action}`: {error}")),
+        Err(error) => {
+            return TransitionDecision::refuse(
+                "invalid_params",
+                format!("params of `{action}`: {error}"),
+            );
+        }
     };
     let status = subject.status.as_deref();
     let here = subject.reference();
     let future_date = |what: &str| -> Result<Timestamp, TransitionDecision> {
         match params.date {
             Some(date) if date > ctx.now => Ok(date),
-            Some(date) => Err(refuse(
+            Some(date) => Err(TransitionDecision::refuse(
                 "date_in_past",
                 format!("the {what} `{date}` is not after now `{}`", ctx.now),
             )),
-            None => Err(refuse("date_required", format!("`{action}` needs `date`"))),
+            None => Err(TransitionDecision::refuse(
+                "date_required",
+                format!("`{action}` needs `date`"),
+            )),
         }
     };
     let schedule = |at: Timestamp, what: &str| Effect::Schedule {
@@ -521,14 +534,14 @@ fn membership(ctx: &Context<Settings>, input: &TransitionInput) -> TransitionDec
         action: what.to_owned(),
     };
     if status == Some(status::ENDED) {
-        return refuse(
+        return TransitionDecision::refuse(
             "already_ended",
             format!("membership `{}` has already ended", subject.id),
         );
     }
     let effects = match (action, params.when) {
         ("deactivate_customer", _) if status == Some(status::DEACTIVATED) => {
-            return refuse(
+            return TransitionDecision::refuse(
                 "already_deactivated",
                 format!("member `{}` is already deactivated", subject.id),
             );
@@ -549,7 +562,7 @@ fn membership(ctx: &Context<Settings>, input: &TransitionInput) -> TransitionDec
             effects
         }
         ("end_membership", Some(When::AtDate)) if status == Some(status::ENDING) => {
-            return refuse(
+            return TransitionDecision::refuse(
                 "end_already_scheduled",
                 "an end date is already set; use `change_end_date` (GYM-3)".to_owned(),
             );
@@ -566,13 +579,13 @@ fn membership(ctx: &Context<Settings>, input: &TransitionInput) -> TransitionDec
             Err(refusal) => return refusal,
         },
         ("end_membership" | "deactivate_customer", None) => {
-            return refuse(
+            return TransitionDecision::refuse(
                 "when_required",
                 format!("`{action}` needs `when`: `immediately` or `at_date`"),
             );
         }
         ("change_end_date", _) if status != Some(status::ENDING) => {
-            return refuse(
+            return TransitionDecision::refuse(
                 "no_end_scheduled",
                 format!(
                     "membership `{}` has no end date to change (GYM-3)",
@@ -588,7 +601,7 @@ fn membership(ctx: &Context<Settings>, input: &TransitionInput) -> TransitionDec
             Err(refusal) => return refusal,
         },
         (_, _) if status == Some(status::ENDING) => {
-            return refuse(
+            return TransitionDecision::refuse(
                 "end_scheduled",
                 format!(
                     "membership `{}` ends at a set date and cannot be paused",
@@ -597,7 +610,7 @@ fn membership(ctx: &Context<Settings>, input: &TransitionInput) -> TransitionDec
             );
         }
         (_, _) if status == Some(status::PAUSED) => {
-            return refuse(
+            return TransitionDecision::refuse(
                 "already_paused",
                 format!("membership `{}` is already paused", subject.id),
             );
@@ -648,17 +661,10 @@ fn fire(input: &TransitionInput) -> TransitionDecision {
         scheduled::END_MEMBERSHIP
         | scheduled::RESUME_MEMBERSHIP
         | scheduled::DEACTIVATE_CUSTOMER => TransitionDecision::Apply { effects: vec![] },
-        other => refuse(
+        other => TransitionDecision::refuse(
             "unknown_schedule",
             format!("this policy set schedules no `{other}`"),
         ),
-    }
-}
-
-fn refuse(code: &str, reason: String) -> TransitionDecision {
-    TransitionDecision::Refuse {
-        code: code.to_owned(),
-        reason,
     }
 }
 

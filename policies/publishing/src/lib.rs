@@ -18,7 +18,7 @@
 use rulehost_sdk::periods::due_periods;
 use rulehost_sdk::wire::{
     ActorKind, AuthorizeDecision, AuthorizeInput, BillingDecision, BillingInput, Effect, Period,
-    SubjectKind, Timestamp, TransitionDecision, TransitionInput, Trigger,
+    Subject, SubjectKind, Timestamp, TransitionDecision, TransitionInput, Trigger,
 };
 use rulehost_sdk::{Context, Policy};
 use serde::Deserialize;
@@ -123,7 +123,7 @@ impl Policy for Publishing {
                 ),
                 None => AuthorizeDecision::Allow,
             },
-            "delete_customer" => delete_check(input),
+            "delete_customer" => delete_check(subject),
             "add_activity" => activity_check(input),
             "purchase" | "send_mail" | "edit_customer" | "reset_password" | "disable_2fa"
             | "change_opt_in"
@@ -193,7 +193,7 @@ impl Policy for Publishing {
             return TransitionDecision::Apply { effects: vec![] };
         }
         if input.actor.kind != ActorKind::Staff {
-            return refuse("staff_only", format!("only staff may {action}"));
+            return TransitionDecision::refuse("staff_only", format!("only staff may {action}"));
         }
         let subject = &input.subject;
         let here = subject.reference();
@@ -211,20 +211,23 @@ impl Policy for Publishing {
         };
         if let Some(lock_kind) = lock_kind {
             if reason.is_empty() {
-                return refuse("reason_required", format!("`{action}` needs a reason"));
+                return TransitionDecision::refuse(
+                    "reason_required",
+                    format!("`{action}` needs a reason"),
+                );
             }
             let has = subject
                 .active_locks(ctx.now)
                 .any(|lock| lock.kind == lock_kind);
             let effect = match (action.starts_with("lock"), has) {
                 (true, true) => {
-                    return refuse(
+                    return TransitionDecision::refuse(
                         "already_locked",
                         format!("customer `{}` already has a `{lock_kind}` lock", subject.id),
                     );
                 }
                 (false, false) => {
-                    return refuse(
+                    return TransitionDecision::refuse(
                         "not_locked",
                         format!("customer `{}` has no `{lock_kind}` lock", subject.id),
                     );
@@ -248,14 +251,8 @@ impl Policy for Publishing {
         }
         let effects = match action {
             "delete_customer" => {
-                if let AuthorizeDecision::Deny { code, reason } = delete_check(&AuthorizeInput {
-                    action: action.to_owned(),
-                    actor: input.actor.clone(),
-                    subject: subject.clone(),
-                    acknowledgements: Vec::new(),
-                    params: serde_json::Value::Null,
-                }) {
-                    return TransitionDecision::Refuse { code, reason };
+                if let Some(refusal) = delete_check(subject).into_refusal() {
+                    return refusal;
                 }
                 vec![Effect::SetStatus {
                     subject: here,
@@ -264,7 +261,7 @@ impl Policy for Publishing {
             }
             "anonymize_customer" => {
                 if subject.status.as_deref() == Some(status::ANONYMIZED) {
-                    return refuse(
+                    return TransitionDecision::refuse(
                         "already_anonymized",
                         format!("customer `{}` is already anonymized", subject.id),
                     );
@@ -293,7 +290,7 @@ impl Policy for Publishing {
                 Err(refusal) => return refusal,
             },
             other => {
-                return refuse(
+                return TransitionDecision::refuse(
                     "no_transition",
                     format!("`{other}` changes no lifecycle state"),
                 );
@@ -305,28 +302,13 @@ impl Policy for Publishing {
 
 rulehost_sdk::export_policy!(Publishing);
 
-fn refuse(code: &str, reason: String) -> TransitionDecision {
-    TransitionDecision::Refuse {
-        code: code.to_owned(),
-        reason,
-    }
-}
-
 /// PUB-3: deleting is irrevocable and only for an account without
 /// transaction data.
-fn delete_check(input: &AuthorizeInput) -> AuthorizeDecision {
-    let count = |name: &str| {
-        input
-            .subject
-            .attributes
-            .get(name)
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0)
-    };
+fn delete_check(customer: &Subject) -> AuthorizeDecision {
     let held: Vec<String> = ["orders", "invoices", "subscriptions"]
         .into_iter()
-        .filter(|name| count(name) > 0)
-        .map(|name| format!("{} {name}", count(name)))
+        .filter(|name| customer.count(name) > 0)
+        .map(|name| format!("{} {name}", customer.count(name)))
         .collect();
     if held.is_empty() {
         return AuthorizeDecision::Allow;
@@ -335,7 +317,7 @@ fn delete_check(input: &AuthorizeInput) -> AuthorizeDecision {
         "has_transactions",
         format!(
             "customer `{}` holds transaction data ({}) and cannot be deleted (PUB-3)",
-            input.subject.id,
+            customer.id,
             held.join(", ")
         ),
     )
@@ -388,14 +370,14 @@ fn goodwill(input: &TransitionInput) -> Result<Effect, TransitionDecision> {
         Period { start: Timestamp, end: Timestamp },
     }
     let grant: Grant = serde_json::from_value(input.params.clone()).map_err(|error| {
-        refuse(
+        TransitionDecision::refuse(
             "invalid_params",
             format!("params of `grant_goodwill`: {error}"),
         )
     })?;
     let data = match grant {
         Grant::Issues { count: 0 } => {
-            return Err(refuse(
+            return Err(TransitionDecision::refuse(
                 "invalid_params",
                 "`count` of free issues is `0`".to_owned(),
             ));
@@ -407,7 +389,7 @@ fn goodwill(input: &TransitionInput) -> Result<Effect, TransitionDecision> {
             serde_json::json!({ "grant": "free_redelivery", "issue": issue })
         }
         Grant::Period { start, end } if end <= start => {
-            return Err(refuse(
+            return Err(TransitionDecision::refuse(
                 "invalid_params",
                 format!("the free period's end `{end}` is not after its start `{start}`"),
             ));
@@ -417,7 +399,7 @@ fn goodwill(input: &TransitionInput) -> Result<Effect, TransitionDecision> {
         }
     };
     if input.subject.kind == SubjectKind::Invoice {
-        return Err(refuse(
+        return Err(TransitionDecision::refuse(
             "wrong_subject",
             "goodwill is granted on a customer or contract".to_owned(),
         ));

@@ -179,7 +179,7 @@ impl Policy for Subscription {
             // The host lifts a lock whose time is up; nothing else follows.
             Trigger::Expired => return TransitionDecision::Apply { effects: vec![] },
             Trigger::Scheduled => {
-                return refuse(
+                return TransitionDecision::refuse(
                     "unknown_schedule",
                     format!("this policy set schedules no `{action}`"),
                 );
@@ -188,31 +188,31 @@ impl Policy for Subscription {
                 return switch(ctx, input);
             }
             Trigger::Action if !matches!(action, "lock" | "unlock") => {
-                return refuse(
+                return TransitionDecision::refuse(
                     "no_transition",
                     format!("`{action}` changes no lifecycle state"),
                 );
             }
             Trigger::Action => {}
         }
-        let check = AuthorizeInput {
-            action: input.action.clone(),
-            actor: input.actor.clone(),
-            subject: input.subject.clone(),
-            acknowledgements: Vec::new(),
-            params: serde_json::Value::Null,
-        };
-        if let AuthorizeDecision::Deny { code, reason } = Self::authorize(ctx, &check) {
-            return TransitionDecision::Refuse { code, reason };
+        let check = input.authorize_input();
+        if let Some(refusal) = Self::authorize(ctx, &check).into_refusal() {
+            return refusal;
         }
         let params: LockParams = match serde_json::from_value(input.params.clone()) {
             Ok(params) => params,
             Err(error) => {
-                return refuse("invalid_params", format!("params of `{action}`: {error}"));
+                return TransitionDecision::refuse(
+                    "invalid_params",
+                    format!("params of `{action}`: {error}"),
+                );
             }
         };
         if params.reason.trim().is_empty() {
-            return refuse("reason_required", format!("`{action}` needs a reason"));
+            return TransitionDecision::refuse(
+                "reason_required",
+                format!("`{action}` needs a reason"),
+            );
         }
         let subject = input.subject.reference();
         let effect = if action == "lock" {
@@ -264,7 +264,7 @@ fn switch(ctx: &Context<Settings>, input: &TransitionInput) -> TransitionDecisio
     }
     let action = input.action.as_str();
     if input.subject.kind != SubjectKind::Contract {
-        return refuse(
+        return TransitionDecision::refuse(
             "not_a_contract",
             format!(
                 "`{action}` applies to contracts, not a `{}`",
@@ -274,10 +274,15 @@ fn switch(ctx: &Context<Settings>, input: &TransitionInput) -> TransitionDecisio
     }
     let params: SwitchParams = match serde_json::from_value(input.params.clone()) {
         Ok(params) => params,
-        Err(error) => return refuse("invalid_params", format!("params of `{action}`: {error}")),
+        Err(error) => {
+            return TransitionDecision::refuse(
+                "invalid_params",
+                format!("params of `{action}`: {error}"),
+            );
+        }
     };
     if !OFF_AFTER_UNLOCK.contains(&params.switch.as_str()) {
-        return refuse(
+        return TransitionDecision::refuse(
             "unknown_switch",
             format!(
                 "unknown switch `{}`: expected one of {}",
@@ -286,15 +291,9 @@ fn switch(ctx: &Context<Settings>, input: &TransitionInput) -> TransitionDecisio
             ),
         );
     }
-    let check = AuthorizeInput {
-        action: input.action.clone(),
-        actor: input.actor.clone(),
-        subject: input.subject.clone(),
-        acknowledgements: Vec::new(),
-        params: serde_json::Value::Null,
-    };
-    if let AuthorizeDecision::Deny { code, reason } = Subscription::authorize(ctx, &check) {
-        return TransitionDecision::Refuse { code, reason };
+    let check = input.authorize_input();
+    if let Some(refusal) = Subscription::authorize(ctx, &check).into_refusal() {
+        return refusal;
     }
     TransitionDecision::Apply {
         effects: vec![Effect::SetSwitch {
@@ -309,15 +308,8 @@ fn switch(ctx: &Context<Settings>, input: &TransitionInput) -> TransitionDecisio
 /// periods; the backend passes their counts as the subject's `invoices` and
 /// `payments` attributes.
 fn retention(input: &AuthorizeInput) -> AuthorizeDecision {
-    let count = |name: &str| {
-        input
-            .subject
-            .attributes
-            .get(name)
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0)
-    };
-    let (invoices, payments) = (count("invoices"), count("payments"));
+    let customer = &input.subject;
+    let (invoices, payments) = (customer.count("invoices"), customer.count("payments"));
     if invoices + payments == 0 {
         return AuthorizeDecision::Allow;
     }
@@ -328,13 +320,6 @@ fn retention(input: &AuthorizeInput) -> AuthorizeDecision {
              must be kept for the retention periods and cannot be deleted: lock the customer instead (SUB-8)"
         ),
     )
-}
-
-fn refuse(code: &str, reason: String) -> TransitionDecision {
-    TransitionDecision::Refuse {
-        code: code.to_owned(),
-        reason,
-    }
 }
 
 fn refuse_while_locked(
