@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod periods;
+pub mod settings;
 pub mod testing;
 pub mod wire;
 

@@ -19,6 +19,7 @@
 //! at check-in and for bookings (GYM-11).
 
 use rulehost_sdk::periods::{add_months, due_periods};
+use rulehost_sdk::settings::{list_errors, verdict};
 use rulehost_sdk::wire::{
     ActorKind, AuthorizeDecision, AuthorizeInput, BillingDecision, BillingInput, Effect, Lock,
     SubjectKind, SubjectRef, Timestamp, TransitionDecision, TransitionInput, Trigger,
@@ -186,24 +187,12 @@ impl Policy for Gym {
                 ));
             }
         }
-        let reasons = settings.lock_reasons.as_deref().unwrap_or(&[]);
         if settings.lock_reasons.as_ref().is_some_and(Vec::is_empty) {
             errors.push("lock_reasons: the list is empty; staff could not lock".to_owned());
         }
-        for (index, reason) in reasons.iter().enumerate() {
-            if reason.trim().is_empty() {
-                errors.push(format!("lock_reasons[{index}]: reason `{reason}` is empty"));
-            } else if reasons[..index].contains(reason) {
-                errors.push(format!(
-                    "lock_reasons[{index}]: reason `{reason}` is listed twice"
-                ));
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        let reasons = settings.lock_reasons.as_deref().unwrap_or_default();
+        errors.extend(list_errors("lock_reasons", "reason", reasons));
+        verdict(errors)
     }
 
     fn authorize(ctx: &Context<Settings>, input: &AuthorizeInput) -> AuthorizeDecision {

@@ -6,6 +6,7 @@
 //! to the four the product allows (SUB-4).
 
 use rulehost_sdk::periods::due_periods;
+use rulehost_sdk::settings::{list_errors, verdict};
 use rulehost_sdk::wire::{
     ActorKind, AuthorizeDecision, AuthorizeInput, BillingDecision, BillingInput, Effect, Lock,
     SubjectKind, Timestamp, TransitionDecision, TransitionInput, Trigger,
@@ -92,24 +93,8 @@ impl Policy for Subscription {
     type Settings = Settings;
 
     fn validate_settings(settings: &Settings) -> Result<(), Vec<String>> {
-        let mut errors = Vec::new();
         let allowed = settings.allowed_while_locked.as_deref().unwrap_or_default();
-        for (index, action) in allowed.iter().enumerate() {
-            if action.trim().is_empty() {
-                errors.push(format!(
-                    "allowed_while_locked[{index}]: action `{action}` is empty"
-                ));
-            } else if allowed[..index].contains(action) {
-                errors.push(format!(
-                    "allowed_while_locked[{index}]: action `{action}` is listed twice"
-                ));
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        verdict(list_errors("allowed_while_locked", "action", allowed))
     }
 
     fn authorize(ctx: &Context<Settings>, input: &AuthorizeInput) -> AuthorizeDecision {
