@@ -39,7 +39,7 @@ impl ModuleCache {
     pub fn new(dir: &Path, engine: &wasmtime::Engine) -> Self {
         let mut hasher = Sha256Hasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        let config_key = hex(&hasher.0.finalize()[..8]);
+        let config_key = crate::audit::hex(&hasher.0.finalize()[..8]);
         ModuleCache {
             dir: dir.to_path_buf(),
             config_key,
@@ -76,12 +76,7 @@ impl ModuleCache {
     }
 }
 
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The sha256 of `bytes`, in lowercase hex.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
+    crate::audit::hex(&Sha256::digest(bytes))
 }

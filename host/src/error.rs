@@ -35,6 +35,18 @@ pub enum Error {
     #[error("unknown operator `{0}`")]
     UnknownOperator(String),
 
+    /// An operator with this id exists already.
+    #[error("operator `{0}` exists already")]
+    OperatorExists(String),
+
+    /// An operator id that cannot be used.
+    #[error("invalid operator id `{0}`: use 1 to 64 of a-z, 0-9, `-` and `_`")]
+    InvalidOperatorId(String),
+
+    /// No such token (for that operator).
+    #[error("no token `{0}`")]
+    UnknownToken(u64),
+
     /// A policy set refused an operator's settings.
     #[error("policy `{policy}` refused the settings of operator `{operator}`: {}", errors.join("; "))]
     InvalidSettings {

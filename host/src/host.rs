@@ -24,8 +24,8 @@ use crate::import::{self, ImportFormat, ImportReport, OnBadRow};
 use crate::operators::{Active, Operators, Settings};
 use crate::store::{
     Anonymization, Anonymized, AuditRecord, Change, Committed, Event, LOCK_EXPIRY_ACTION,
-    LockImport, NewAudit, PolicyVersion, Scheduled, SqliteStore, Store, StoredPolicy,
-    SubjectRecords, SubjectState,
+    LockImport, NewAudit, NewToken, OperatorRecord, PolicyVersion, Scheduled, SqliteStore, Store,
+    StoredPolicy, SubjectRecords, SubjectState, TokenRecord,
 };
 use crate::{Diagnostic, Engine, EngineConfig, Evaluation, PolicyId, PolicySet};
 
@@ -72,6 +72,8 @@ pub struct Outcome {
     pub committed: Option<Committed>,
     /// Effects only the backend can carry out.
     pub backend: Vec<Effect>,
+    /// The events queued for the backend, as it will read them.
+    pub events: Vec<Event>,
 }
 
 /// What one run of due schedules did.
@@ -350,6 +352,7 @@ impl Host {
                 evaluation,
                 committed: None,
                 backend: Vec::new(),
+                events: Vec::new(),
             });
         };
         let mut plan = Plan::default();
@@ -368,6 +371,7 @@ impl Host {
         };
         plan.effects(effects, &input.actor, now)
             .map_err(|(index, reason)| effect_error(index, reason))?;
+        let new_events = plan.events.clone();
         let change = Change {
             operator: operator.to_owned(),
             at: now,
@@ -385,10 +389,25 @@ impl Host {
             other => other,
         })?;
         self.schedules_changed.notify_one();
+        let events = committed
+            .events
+            .iter()
+            .zip(new_events)
+            .map(|(&seq, new)| Event {
+                seq,
+                operator: operator.to_owned(),
+                kind: new.kind,
+                subject: new.subject,
+                data: new.data,
+                at: now,
+                audit_seq: committed.audit_seq,
+            })
+            .collect();
         Ok(Outcome {
             backend: plan.backend,
             committed: Some(committed),
             evaluation,
+            events,
         })
     }
 
@@ -865,6 +884,127 @@ impl Host {
             actor: by.clone(),
             placeholder: "anonymized".to_owned(),
         })
+    }
+
+    /// Adds an operator; its policy set is installed and activated after.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOperatorId`], [`Error::OperatorExists`]; store errors.
+    pub fn create_operator(&self, operator: &str, now: Timestamp) -> Result<()> {
+        crate::access::check_operator_id(operator)?;
+        self.store.add_operator(operator, now)
+    }
+
+    /// Every operator.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub fn list_operators(&self) -> Result<Vec<OperatorRecord>> {
+        self.store.operators()
+    }
+
+    /// Makes an API token for `operator` (`None`: an admin token). The
+    /// secret is returned once and only its hash is stored.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownOperator`]; store errors.
+    pub fn create_token(
+        &self,
+        operator: Option<&str>,
+        name: &str,
+        can_install: bool,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<(String, TokenRecord)> {
+        let secret = crate::access::new_secret()?;
+        let token = NewToken {
+            sha256: crate::access::secret_hash(&secret),
+            operator: operator.map(str::to_owned),
+            name: name.to_owned(),
+            can_install,
+            created_at: now,
+            expires_at,
+        };
+        let id = self.store.add_token(token.clone())?;
+        let record = TokenRecord {
+            id,
+            operator: token.operator,
+            name: token.name,
+            can_install,
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+        };
+        Ok((secret, record))
+    }
+
+    /// The token a secret belongs to, if it is valid at `now`.
+    ///
+    /// # Errors
+    ///
+    /// The outer error: store errors; the inner one: why the token is not
+    /// accepted.
+    pub fn authenticate(
+        &self,
+        secret: &str,
+        now: Timestamp,
+    ) -> Result<std::result::Result<TokenRecord, crate::access::Refusal>> {
+        let token = self.store.token(&crate::access::secret_hash(secret))?;
+        Ok(crate::access::check(token, now))
+    }
+
+    /// The tokens of `operator` (`None`: the admin tokens), without secrets.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub fn tokens(&self, operator: Option<&str>) -> Result<Vec<TokenRecord>> {
+        self.store.tokens(operator)
+    }
+
+    /// Revokes a token of `operator` (`None`: an admin token).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownToken`]; store errors.
+    pub fn revoke_token(&self, operator: Option<&str>, id: u64, now: Timestamp) -> Result<()> {
+        self.store.revoke_token(operator, id, now)
+    }
+
+    /// The operator's audit records after `after`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub fn audit_records(
+        &self,
+        operator: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>> {
+        self.store.audit_records(operator, after, limit)
+    }
+
+    /// What `transition` would decide now, with the host's state added;
+    /// nothing is applied or recorded.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownOperator`]; store errors.
+    pub fn preview_transition(
+        &self,
+        operator: &str,
+        now: Timestamp,
+        mut input: TransitionInput,
+    ) -> Result<Evaluation<TransitionDecision>> {
+        let active = self.operators.active(operator)?;
+        self.add_state(operator, &mut input.subject, now)?;
+        Ok(active
+            .policy
+            .evaluate::<Transition>(operator, now, &active.settings, &input))
     }
 }
 

@@ -38,6 +38,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 mod audit;
 mod cache;
 mod effects;
@@ -49,6 +50,7 @@ pub mod import;
 mod operators;
 mod policy;
 pub mod scheduler;
+pub mod service;
 pub mod store;
 pub mod testing;
 

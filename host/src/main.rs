@@ -1,14 +1,25 @@
 //! The `rulehost` command.
 
+mod author;
+
 use std::io::Read as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
-use clap::{Parser, Subcommand};
-use rulehost::wire::{Authorize, Billing, Hook, HookKind, Timestamp, Transition, ValidateSettings};
-use rulehost::{Engine, EngineConfig, Isolation, PolicyId, PolicySet, Settings};
-use serde_json::Value;
+use clap::{Args, Parser, Subcommand};
+use rulehost::import::{ImportFormat, OnBadRow};
+use rulehost::service::{AppState, ServiceClock, ServiceConfig};
+use rulehost::wire::{
+    Actor, Authorize, Billing, Hook, HookKind, Subject, SubjectRef, Timestamp, Transition,
+    TransitionDecision, TransitionInput, Trigger, ValidateSettings,
+};
+use rulehost::{
+    Engine, EngineConfig, Host, Isolation, Limits, ManualClock, PolicyId, PolicySet, ReplayWith,
+    Scheduler, Settings, SystemClock,
+};
+use serde_json::{Value, json};
 
 /// rulehost: lifecycle rules for SaaS backends, decided by sandboxed
 /// WebAssembly policies.
@@ -17,6 +28,27 @@ use serde_json::Value;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// The database every stateful command works on.
+#[derive(Args, Clone)]
+struct Db {
+    /// The SQLite database file; created on first use. The server and the
+    /// commands can use the same file at once.
+    #[arg(long, env = "RULEHOST_DB", default_value = "rulehost.db", value_name = "FILE")]
+    db: PathBuf,
+}
+
+/// Who acts and when, for commands that change state.
+#[derive(Args, Clone)]
+struct Acting {
+    /// Who acts, as `KIND:ID`: `staff:anna`, `self_service:m-1`,
+    /// `system:billing`.
+    #[arg(long, value_name = "KIND:ID")]
+    actor: String,
+    /// The time the command acts at (RFC 3339; default: the clock).
+    #[arg(long, value_name = "TIME")]
+    now: Option<Timestamp>,
 }
 
 #[derive(Subcommand)]
@@ -48,11 +80,218 @@ enum Command {
         #[arg(long, default_value = "cli")]
         operator: String,
     },
+    /// Run the HTTP/JSON service with its scheduler.
+    ///
+    /// On a new database it creates the demo operators `demo-gym`,
+    /// `demo-subscription`, `demo-collections` and `demo-publishing`, each
+    /// running its bundled policy set, and prints an admin token once.
+    /// SIGINT or SIGTERM stop it after the requests in flight.
+    Serve(ServeArgs),
+    /// Make an API token and print its secret (shown only this once).
+    Token {
+        #[command(flatten)]
+        db: Db,
+        /// The operator the token acts for.
+        #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
+        operator: Option<String>,
+        /// Make an admin token: creates operators and tokens, acts for all.
+        #[arg(long)]
+        admin: bool,
+        /// A name for people.
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// Let an operator token install, activate and roll back policy sets.
+        #[arg(long)]
+        can_install: bool,
+    },
+    /// Manage an operator's policy set versions.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Lock a subject: runs the operator's `lock` action and prints the
+    /// outcome; exits non-zero when the policy refuses.
+    Lock(ActionArgs),
+    /// Lift a lock: runs the operator's `unlock` action and prints the
+    /// outcome; exits non-zero when the policy refuses.
+    Unlock(ActionArgs),
+    /// Check or replay the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Import legacy locks from a JSON Lines or CSV file (GYM-12).
+    Import {
+        #[command(flatten)]
+        db: Db,
+        /// The operator.
+        #[arg(long)]
+        operator: String,
+        /// The file; its format comes from `--format` or the extension
+        /// (`.jsonl`, `.csv`).
+        file: PathBuf,
+        /// `jsonl` or `csv`.
+        #[arg(long)]
+        format: Option<String>,
+        /// Import the valid rows and report the bad ones, instead of
+        /// importing nothing when a row is bad.
+        #[arg(long)]
+        skip_bad_rows: bool,
+        #[command(flatten)]
+        acting: Acting,
+    },
+    /// Print everything the host holds about a subject as JSON (PUB-4).
+    Export {
+        #[command(flatten)]
+        db: Db,
+        /// The operator.
+        #[arg(long)]
+        operator: String,
+        /// The subject, as `KIND:ID` (`customer:m-1`).
+        #[arg(long, value_name = "KIND:ID")]
+        subject: SubjectRef,
+    },
+    /// Run JSON cases against a policy module and print a line per case
+    /// and a final `N passed, N failed`; exits non-zero on any failure.
+    ///
+    /// A case file is a JSON array of cases `{ "name", "hook", "now",
+    /// "settings"?, "input", "expect" }`; `expect` is the exact decision
+    /// (see the SDK's `testing` module).
+    Test {
+        /// The policy: `.wasm`, `.wat` or `bundled:FLAVOUR`.
+        policy: PathBuf,
+        /// Case files.
+        #[arg(required = true)]
+        cases: Vec<PathBuf>,
+    },
+    /// Create a policy crate in directory NAME that builds to wasm and
+    /// passes its own sample case.
+    New {
+        /// The crate's name and directory (`acme-policy`).
+        name: String,
+        /// The rulehost SDK to depend on (default: the one this binary was
+        /// built with).
+        #[arg(long, value_name = "DIR")]
+        sdk: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    db: Db,
+    /// Where to listen.
+    #[arg(long, env = "RULEHOST_LISTEN", default_value = "127.0.0.1:7878", value_name = "ADDR")]
+    listen: String,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "RULEHOST_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    body_limit: usize,
+    /// Largest linear memory of a policy, in bytes.
+    #[arg(long, env = "RULEHOST_MEMORY_LIMIT", default_value_t = Limits::default().memory_bytes)]
+    memory_limit: usize,
+    /// CPU budget per evaluation, in fuel units.
+    #[arg(long, env = "RULEHOST_FUEL", default_value_t = Limits::default().fuel)]
+    fuel: u64,
+    /// `fresh` (a clean instance per evaluation) or `reuse` (a warm
+    /// instance per worker, recycled after a trap).
+    #[arg(long, env = "RULEHOST_ISOLATION", default_value = "fresh")]
+    isolation: String,
+    /// Run on a manual clock starting at TIME, moved by an admin with
+    /// `POST /v1/clock`: for demos and tests, never production.
+    #[arg(long, value_name = "TIME")]
+    clock: Option<Timestamp>,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Install a policy set version (not active until activated).
+    Install {
+        #[command(flatten)]
+        db: Db,
+        /// The operator; created when new.
+        #[arg(long)]
+        operator: String,
+        /// The module: `.wasm`, `.wat` or `bundled:FLAVOUR`.
+        file: PathBuf,
+        /// The policy set's name.
+        #[arg(long)]
+        name: String,
+        /// Its version.
+        #[arg(long)]
+        version: u32,
+        /// The operator's settings as a JSON file (default `{}`).
+        #[arg(long, value_name = "FILE")]
+        settings: Option<PathBuf>,
+        /// Activate it right away.
+        #[arg(long)]
+        activate: bool,
+    },
+    /// List the operator's versions; the active one is marked.
+    List {
+        #[command(flatten)]
+        db: Db,
+        /// The operator.
+        #[arg(long)]
+        operator: String,
+    },
+    /// Make an installed version the active one.
+    Activate {
+        #[command(flatten)]
+        db: Db,
+        /// The operator.
+        #[arg(long)]
+        operator: String,
+        /// The version, as `NAME@VERSION` (`gym@2`).
+        policy: String,
+    },
+    /// Reactivate the version active before the current one.
+    Rollback {
+        #[command(flatten)]
+        db: Db,
+        /// The operator.
+        #[arg(long)]
+        operator: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit trail's hash chain; exits non-zero when broken.
+    Verify {
+        #[command(flatten)]
+        db: Db,
+    },
+    /// Evaluate a recorded decision again and print any difference; exits
+    /// non-zero when the decisions differ.
+    Replay {
+        #[command(flatten)]
+        db: Db,
+        /// The audit record's sequence number.
+        seq: u64,
+        /// Replay with the operator's active version instead of the
+        /// recorded one.
+        #[arg(long)]
+        active: bool,
+    },
+}
+
+#[derive(Args)]
+struct ActionArgs {
+    #[command(flatten)]
+    db: Db,
+    /// The operator.
+    #[arg(long)]
+    operator: String,
+    /// The subject, as `KIND:ID` (`customer:m-1`).
+    #[arg(long, value_name = "KIND:ID")]
+    subject: SubjectRef,
+    /// An action parameter as `NAME=VALUE` (`reason=payment_default`,
+    /// `duration=14_days`); repeatable.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    #[command(flatten)]
+    acting: Acting,
 }
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -60,7 +299,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Eval {
             policy,
@@ -87,16 +326,10 @@ fn run(cli: Cli) -> Result<()> {
                 }
             };
             let settings = match settings {
-                Some(path) => {
-                    let text = std::fs::read(&path)
-                        .with_context(|| format!("cannot read settings `{}`", path.display()))?;
-                    let value: Value = serde_json::from_slice(&text)
-                        .with_context(|| format!("settings `{}` are not JSON", path.display()))?;
-                    Settings::from_value(&operator, &value)?
-                }
+                Some(path) => Settings::from_value(&operator, &read_json(&path, "settings")?)?,
                 None => Settings::empty(),
             };
-            let now = now.unwrap_or_else(|| Timestamp(time::OffsetDateTime::now_utc()));
+            let now = now.unwrap_or_else(clock_now);
             let output = match hook {
                 Hook::Authorize => eval::<Authorize>(&policy, &operator, now, &settings, &input),
                 Hook::Billing => eval::<Billing>(&policy, &operator, now, &settings, &input),
@@ -106,9 +339,329 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }?;
             println!("{output}");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(args) => serve(args),
+        Command::Token {
+            db,
+            operator,
+            admin: _,
+            name,
+            can_install,
+        } => {
+            let host = open(&db)?;
+            let now = clock_now();
+            rulehost::service::seed_demo(&host, now)?;
+            let (secret, _) = host.create_token(operator.as_deref(), &name, can_install, None, now)?;
+            println!("{secret}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy(command) => policy(command),
+        Command::Lock(args) => action(args, "lock"),
+        Command::Unlock(args) => action(args, "unlock"),
+        Command::Audit(AuditCommand::Verify { db }) => {
+            let verification = open(&db)?.verify_audit()?;
+            print_json(&verification)?;
+            Ok(exit(verification.is_intact()))
+        }
+        Command::Audit(AuditCommand::Replay { db, seq, active }) => {
+            let with = if active {
+                ReplayWith::Active
+            } else {
+                ReplayWith::Recorded
+            };
+            let replay = open(&db)?.replay(seq, with)?;
+            print_json(&replay)?;
+            Ok(exit(replay.difference.is_none()))
+        }
+        Command::Import {
+            db,
+            operator,
+            file,
+            format,
+            skip_bad_rows,
+            acting,
+        } => {
+            let format = match format
+                .as_deref()
+                .or_else(|| file.extension().and_then(|e| e.to_str()))
+            {
+                Some("jsonl" | "ndjson") => ImportFormat::JsonLines,
+                Some("csv") => ImportFormat::Csv,
+                other => bail!(
+                    "cannot tell the format of `{}` (`{}`): give `--format jsonl` or `--format csv`",
+                    file.display(),
+                    other.unwrap_or("")
+                ),
+            };
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read `{}`", file.display()))?;
+            let on_bad_row = if skip_bad_rows {
+                OnBadRow::Skip
+            } else {
+                OnBadRow::Refuse
+            };
+            let (actor, now) = acting.resolve()?;
+            let report = open(&db)?.import_locks(&operator, &text, format, on_bad_row, &actor, now)?;
+            print_json(&report)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export {
+            db,
+            operator,
+            subject,
+        } => {
+            let records = open(&db)?.export_subject(&operator, &subject, clock_now())?;
+            print_json(&records)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test { policy, cases } => author::test(&policy, &cases),
+        Command::New { name, sdk } => author::new(&name, sdk),
+    }
+}
+
+fn exit(success: bool) -> ExitCode {
+    if success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn clock_now() -> Timestamp {
+    use rulehost::Clock as _;
+    SystemClock.now()
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn read_json(path: &Path, what: &str) -> Result<Value> {
+    let text =
+        std::fs::read(path).with_context(|| format!("cannot read {what} `{}`", path.display()))?;
+    serde_json::from_slice(&text)
+        .with_context(|| format!("{what} `{}` is not JSON", path.display()))
+}
+
+fn open(db: &Db) -> Result<Host> {
+    Ok(Host::open(&db.db, EngineConfig::default())?)
+}
+
+impl Acting {
+    fn resolve(&self) -> Result<(Actor, Timestamp)> {
+        Ok((parse_actor(&self.actor)?, self.now.unwrap_or_else(clock_now)))
+    }
+}
+
+fn parse_actor(text: &str) -> Result<Actor> {
+    let Some((kind, id)) = text.split_once(':') else {
+        bail!("actor `{text}` is not `KIND:ID` (`staff:anna`)");
+    };
+    Ok(Actor {
+        kind: kind
+            .parse()
+            .map_err(|e| anyhow::anyhow!("actor `{text}`: {e}"))?,
+        id: id.to_owned(),
+    })
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let isolation = match args.isolation.as_str() {
+        "fresh" => Isolation::Fresh,
+        "reuse" => Isolation::Reuse,
+        other => bail!("`--isolation` must be `fresh` or `reuse`, got `{other}`"),
+    };
+    let config = EngineConfig {
+        isolation,
+        limits: Limits {
+            memory_bytes: args.memory_limit,
+            fuel: args.fuel,
+            ..Limits::default()
+        },
+        ..EngineConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        let host = Arc::new(Host::open(&args.db.db, config)?);
+        let (clock, scheduler_clock): (ServiceClock, Arc<dyn rulehost::Clock>) = match args.clock {
+            Some(start) => {
+                let manual = Arc::new(ManualClock::new(start));
+                (ServiceClock::Manual(manual.clone()), manual)
+            }
+            None => (ServiceClock::System, Arc::new(SystemClock)),
+        };
+        let admin = rulehost::service::seed_demo(&host, scheduler_clock.now())?;
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on `{}`", args.listen))?;
+        let address = listener.local_addr()?;
+        let scheduler = Scheduler::start(host.clone(), scheduler_clock);
+        let state = AppState::new(
+            host,
+            clock,
+            Some(scheduler),
+            ServiceConfig {
+                body_limit: args.body_limit,
+                ..ServiceConfig::default()
+            },
+        );
+        println!("rulehost listening on http://{address} (database `{}`)", args.db.db.display());
+        if let Some(secret) = admin {
+            println!("new database: demo operators {} created", demo_names());
+            println!("admin token (shown once): {secret}");
+        }
+        println!(
+            "authenticate with `Authorization: Bearer <token>`; make tokens with `rulehost token --db {} --operator demo-gym`",
+            args.db.db.display()
+        );
+        rulehost::service::serve(state, listener, shutdown_signal()).await?;
+        println!("rulehost stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn demo_names() -> String {
+    rulehost::service::DEMO_OPERATORS
+        .iter()
+        .map(|(name, _)| format!("`{name}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        // Without a handler the default (exit) applies; nothing to wait on.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+fn policy(command: PolicyCommand) -> Result<ExitCode> {
+    let by = Actor::system("rulehost-cli");
+    let now = clock_now();
+    match command {
+        PolicyCommand::Install {
+            db,
+            operator,
+            file,
+            name,
+            version,
+            settings,
+            activate,
+        } => {
+            let wasm = read_module(&file)?;
+            let settings = match settings {
+                Some(path) => read_json(&path, "settings")?,
+                None => json!({}),
+            };
+            let host = open(&db)?;
+            if !host.list_operators()?.iter().any(|known| known.id == operator) {
+                host.create_operator(&operator, now)?;
+            }
+            let id = PolicyId::new(name, version);
+            let policy = host.install(&operator, id.clone(), &wasm, &settings, &by, now)?;
+            if activate {
+                host.activate(&operator, &id, &by, now)?;
+            }
+            print_json(&json!({ "installed": id, "sha256": policy.sha256(), "active": activate }))?;
+        }
+        PolicyCommand::List { db, operator } => {
+            print_json(&open(&db)?.policy_versions(&operator)?)?;
+        }
+        PolicyCommand::Activate {
+            db,
+            operator,
+            policy,
+        } => {
+            let Some((name, version)) = policy.split_once('@') else {
+                bail!("policy `{policy}` is not `NAME@VERSION` (`gym@2`)");
+            };
+            let version: u32 = version
+                .parse()
+                .with_context(|| format!("policy `{policy}`: version `{version}` is not a number"))?;
+            let id = PolicyId::new(name, version);
+            open(&db)?.activate(&operator, &id, &by, now)?;
+            print_json(&json!({ "active": id }))?;
+        }
+        PolicyCommand::Rollback { db, operator } => {
+            let id = open(&db)?.rollback(&operator, &by, now)?;
+            print_json(&json!({ "active": id }))?;
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The bytes of a module file, or of a bundled policy set
+/// (`bundled:FLAVOUR`).
+fn read_module(file: &Path) -> Result<Vec<u8>> {
+    if let Some(flavour) = file.to_str().and_then(|p| p.strip_prefix("bundled:")) {
+        return Ok(bundled(flavour)?.to_vec());
+    }
+    std::fs::read(file).with_context(|| format!("cannot read policy `{}`", file.display()))
+}
+
+fn bundled(flavour: &str) -> Result<&'static [u8]> {
+    rulehost::bundled::get(flavour).ok_or_else(|| {
+        let known: Vec<&str> = rulehost::bundled::ALL
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
+        anyhow::anyhow!(
+            "no bundled policy set `{flavour}`: bundled are `{}`",
+            known.join("`, `")
+        )
+    })
+}
+
+fn action(args: ActionArgs, action: &str) -> Result<ExitCode> {
+    let mut params = serde_json::Map::new();
+    for param in &args.params {
+        let Some((name, value)) = param.split_once('=') else {
+            bail!("parameter `{param}` is not `NAME=VALUE`");
+        };
+        params.insert(name.to_owned(), Value::from(value));
+    }
+    let (actor, now) = args.acting.resolve()?;
+    let host = open(&args.db)?;
+    let input = TransitionInput {
+        trigger: Trigger::Action,
+        action: action.to_owned(),
+        actor,
+        subject: Subject::new(args.subject.kind, args.subject.id.clone()),
+        params: Value::Object(params),
+    };
+    let outcome = host.transition(&args.operator, now, input)?;
+    print_json(&json!({
+        "decision": outcome.evaluation,
+        "audit_seq": outcome.committed.as_ref().map(|c| c.audit_seq),
+        "events": outcome.events,
+    }))?;
+    Ok(exit(matches!(
+        outcome.evaluation.decision,
+        TransitionDecision::Apply { .. }
+    )))
 }
 
 /// Loads a policy file, or a bundled policy set named `bundled:FLAVOUR`.
@@ -116,17 +669,7 @@ fn load_policy(engine: &Engine, policy: &std::path::Path) -> Result<PolicySet> {
     let Some(flavour) = policy.to_str().and_then(|p| p.strip_prefix("bundled:")) else {
         return Ok(engine.load_file(policy, None)?);
     };
-    let Some(wasm) = rulehost::bundled::get(flavour) else {
-        let known: Vec<&str> = rulehost::bundled::ALL
-            .iter()
-            .map(|(name, _)| *name)
-            .collect();
-        bail!(
-            "no bundled policy set `{flavour}`: bundled are `{}`",
-            known.join("`, `")
-        );
-    };
-    Ok(engine.load(PolicyId::new(flavour, 0), wasm)?)
+    Ok(engine.load(PolicyId::new(flavour, 0), bundled(flavour)?)?)
 }
 
 /// Decodes `input` as hook `H`'s input, evaluates, and renders the

@@ -468,6 +468,19 @@ impl fmt::Display for SubjectRef {
     }
 }
 
+impl FromStr for SubjectRef {
+    type Err = String;
+
+    /// Parses `kind:id`, as in `customer:c-1`; the error names the value.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (kind, id) = text
+            .split_once(':')
+            .filter(|(_, id)| !id.is_empty())
+            .ok_or_else(|| format!("subject `{text}` is not `KIND:ID` (`customer:c-1`)"))?;
+        Ok(SubjectRef::new(kind.parse()?, id))
+    }
+}
+
 /// A lock on a subject.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lock {

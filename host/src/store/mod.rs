@@ -305,6 +305,51 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// An operator the host serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OperatorRecord {
+    /// Its id.
+    pub id: String,
+    /// When it was created (or first got a policy set).
+    pub created_at: Timestamp,
+}
+
+/// An API token to store; only its sha256 is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewToken {
+    /// Hex sha256 of the secret.
+    pub sha256: String,
+    /// The operator it acts for; `None` for an admin token.
+    pub operator: Option<String>,
+    /// A name for people (`billing-backend`).
+    pub name: String,
+    /// Whether it may install, activate and roll back policy sets.
+    pub can_install: bool,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it stops working, if ever.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A stored API token, without its secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TokenRecord {
+    /// Its id, for listing and revoking.
+    pub id: u64,
+    /// The operator it acts for; `None` for an admin token.
+    pub operator: Option<String>,
+    /// A name for people.
+    pub name: String,
+    /// Whether it may install, activate and roll back policy sets.
+    pub can_install: bool,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it stops working, if ever.
+    pub expires_at: Option<Timestamp>,
+    /// When it was revoked.
+    pub revoked_at: Option<Timestamp>,
+}
+
 /// An event in the outbox.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -543,4 +588,55 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// Store faults; nothing changes then.
     fn anonymize(&self, anonymization: Anonymization) -> Result<Anonymized>;
+
+    /// Adds an operator.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OperatorExists`](crate::Error::OperatorExists); store faults.
+    fn add_operator(&self, operator: &str, at: Timestamp) -> Result<()>;
+
+    /// Every operator, by id.
+    ///
+    /// # Errors
+    ///
+    /// Store faults.
+    fn operators(&self) -> Result<Vec<OperatorRecord>>;
+
+    /// Stores a token; its id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownOperator`](crate::Error::UnknownOperator); store
+    /// faults.
+    fn add_token(&self, token: NewToken) -> Result<u64>;
+
+    /// The token whose secret hashes to `sha256`, revoked or not.
+    ///
+    /// # Errors
+    ///
+    /// Store faults.
+    fn token(&self, sha256: &str) -> Result<Option<TokenRecord>>;
+
+    /// The tokens of `operator` (`None`: the admin tokens).
+    ///
+    /// # Errors
+    ///
+    /// Store faults.
+    fn tokens(&self, operator: Option<&str>) -> Result<Vec<TokenRecord>>;
+
+    /// Revokes token `id` of `operator` (`None`: an admin token).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownToken`](crate::Error::UnknownToken); store faults.
+    fn revoke_token(&self, operator: Option<&str>, id: u64, at: Timestamp) -> Result<()>;
+
+    /// The operator's audit records after `after`, oldest first, at most
+    /// `limit`.
+    ///
+    /// # Errors
+    ///
+    /// Store faults.
+    fn audit_records(&self, operator: &str, after: u64, limit: usize) -> Result<Vec<AuditRecord>>;
 }

@@ -128,6 +128,26 @@ CREATE TABLE cursors (
     seq INTEGER NOT NULL,
     PRIMARY KEY (operator, consumer)
 ) WITHOUT ROWID;
+"#, r#"
+CREATE TABLE operators (
+    id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT INTO operators (id, created_at)
+    SELECT operator, min(installed_at) FROM policy_versions GROUP BY operator;
+
+CREATE TABLE tokens (
+    id INTEGER PRIMARY KEY,
+    sha256 TEXT NOT NULL UNIQUE,
+    operator TEXT REFERENCES operators (id),
+    name TEXT NOT NULL,
+    can_install INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT,
+    revoked_at TEXT
+);
+
+CREATE INDEX audit_by_operator ON audit (operator, seq);
 "#];
 
 /// Applies the migrations not yet applied.
@@ -148,7 +168,17 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), String> {
         ));
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        // Immediate: another process opening the same file at once waits,
+        // then finds the migration applied.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| e.to_string())?;
+        let now_applied: i64 = tx
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|e| e.to_string())?;
+        if now_applied > index as i64 {
+            continue;
+        }
         tx.execute_batch(sql)
             .and_then(|()| tx.pragma_update(None, "user_version", index as i64 + 1))
             .and_then(|()| tx.commit())

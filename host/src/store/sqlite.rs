@@ -24,8 +24,9 @@ use serde_json::{Value, json};
 use super::schema;
 use super::{
     Anonymization, Anonymized, AuditRecord, Change, Committed, Event, LOCK_EXPIRY_ACTION, LiftMode,
-    Lifted, LockImport, LockRecord, NewAudit, NewLock, PolicyVersion, ScheduleRecord, Scheduled,
-    Store, StoredPolicy, SubjectRecords, SubjectState, Write,
+    Lifted, LockImport, LockRecord, NewAudit, NewLock, NewToken, OperatorRecord, PolicyVersion,
+    ScheduleRecord, Scheduled, Store, StoredPolicy, SubjectRecords, SubjectState, TokenRecord,
+    Write,
 };
 use crate::PolicyId;
 use crate::audit::{self, ANONYMIZED, GENESIS, REDACTED_PAYLOAD};
@@ -291,6 +292,10 @@ impl Store for SqliteStore {
                     policy: policy.id.to_string(),
                 });
             }
+            conn.execute(
+                "INSERT OR IGNORE INTO operators (id, created_at) VALUES (?1, ?2)",
+                params![operator, policy.installed_at.to_string()],
+            )?;
             conn.execute(
                 "INSERT INTO policy_versions (operator, name, version, sha256, wasm, settings,
                      installed_at, installed_by_kind, installed_by_id)
@@ -607,6 +612,119 @@ impl Store for SqliteStore {
     fn anonymize(&self, anonymization: Anonymization) -> Result<Anonymized> {
         self.write(move |conn| anonymize(conn, &anonymization))
     }
+
+    fn add_operator(&self, operator: &str, at: Timestamp) -> Result<()> {
+        let operator = operator.to_owned();
+        self.write(move |conn| {
+            let added = conn.execute(
+                "INSERT OR IGNORE INTO operators (id, created_at) VALUES (?1, ?2)",
+                params![operator, at.to_string()],
+            )?;
+            if added == 0 {
+                return Err(Error::OperatorExists(operator));
+            }
+            Ok(())
+        })
+    }
+
+    fn operators(&self) -> Result<Vec<OperatorRecord>> {
+        self.read(|conn| {
+            rows(
+                conn,
+                "SELECT id, created_at FROM operators ORDER BY id",
+                [],
+                |row| {
+                    Ok(OperatorRecord {
+                        id: row.get(0)?,
+                        created_at: parse(&row.get::<_, String>(1)?, "time")?,
+                    })
+                },
+            )
+        })
+    }
+
+    fn add_token(&self, token: NewToken) -> Result<u64> {
+        self.write(move |conn| {
+            if let Some(operator) = &token.operator {
+                let known = conn
+                    .query_row(
+                        "SELECT 1 FROM operators WHERE id = ?1",
+                        params![operator],
+                        |_| Ok(()),
+                    )
+                    .optional()?
+                    .is_some();
+                if !known {
+                    return Err(Error::UnknownOperator(operator.clone()));
+                }
+            }
+            conn.execute(
+                "INSERT INTO tokens (sha256, operator, name, can_install, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    token.sha256,
+                    token.operator,
+                    token.name,
+                    token.can_install,
+                    token.created_at.to_string(),
+                    token.expires_at.map(|at| at.to_string()),
+                ],
+            )?;
+            Ok(conn.last_insert_rowid() as u64)
+        })
+    }
+
+    fn token(&self, sha256: &str) -> Result<Option<TokenRecord>> {
+        self.read(|conn| {
+            Ok(rows(
+                conn,
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE sha256 = ?1"),
+                params![sha256],
+                token_record,
+            )?
+            .pop())
+        })
+    }
+
+    fn tokens(&self, operator: Option<&str>) -> Result<Vec<TokenRecord>> {
+        self.read(|conn| {
+            rows(
+                conn,
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE operator IS ?1 ORDER BY id"),
+                params![operator],
+                token_record,
+            )
+        })
+    }
+
+    fn revoke_token(&self, operator: Option<&str>, id: u64, at: Timestamp) -> Result<()> {
+        let operator = operator.map(str::to_owned);
+        self.write(move |conn| {
+            let revoked = conn.execute(
+                "UPDATE tokens SET revoked_at = coalesce(revoked_at, ?3)
+                 WHERE id = ?1 AND operator IS ?2",
+                params![id as i64, operator, at.to_string()],
+            )?;
+            if revoked == 0 {
+                return Err(Error::UnknownToken(id));
+            }
+            Ok(())
+        })
+    }
+
+    fn audit_records(&self, operator: &str, after: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        self.read(|conn| {
+            rows(
+                conn,
+                &format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit WHERE operator = ?1 AND seq > ?2
+                     ORDER BY seq LIMIT ?3"
+                ),
+                params![operator, after as i64, limit as i64],
+                audit_record,
+            )
+        })
+    }
 }
 
 const POLICY_COLUMNS: &str =
@@ -617,6 +735,8 @@ const SCHEDULE_COLUMNS: &str =
     "id, operator, subject_kind, subject_id, at, action, trigger, params, state";
 const AUDIT_COLUMNS: &str = "seq, at, operator, kind, subject_kind, subject_id, actor_kind, \
      actor_id, policy, payload, payload_sha256, redacted, prev_hash, hash";
+const TOKEN_COLUMNS: &str =
+    "id, operator, name, can_install, created_at, expires_at, revoked_at";
 const EVENT_COLUMNS: &str = "seq, operator, kind, subject_kind, subject_id, data, at, audit_seq";
 
 fn apply_change(conn: &Connection, change: &Change) -> Result<Committed> {
@@ -1277,5 +1397,22 @@ fn event(row: &Row<'_>) -> Result<Event> {
         data: json(&row.get::<_, String>(5)?)?,
         at: parse(&row.get::<_, String>(6)?, "time")?,
         audit_seq: row.get::<_, i64>(7)? as u64,
+    })
+}
+
+fn token_record(row: &Row<'_>) -> Result<TokenRecord> {
+    let optional_time = |at: usize| -> Result<Option<Timestamp>> {
+        row.get::<_, Option<String>>(at)?
+            .map(|text| parse(&text, "time"))
+            .transpose()
+    };
+    Ok(TokenRecord {
+        id: row.get::<_, i64>(0)? as u64,
+        operator: row.get(1)?,
+        name: row.get(2)?,
+        can_install: row.get(3)?,
+        created_at: parse(&row.get::<_, String>(4)?, "time")?,
+        expires_at: optional_time(5)?,
+        revoked_at: optional_time(6)?,
     })
 }
