@@ -684,7 +684,7 @@ async fn run_action(
             AuthorizeDecision::Allow => ApiError::internal("an allowed action was not run"),
         });
     };
-    telemetry::record(&metrics_operator, &outcome.evaluation, Duration::ZERO);
+    telemetry::count(&metrics_operator, &outcome.evaluation);
     if let TransitionDecision::Refuse { code, reason } = &outcome.evaluation.decision {
         return Err(ApiError::refused(
             code.clone(),

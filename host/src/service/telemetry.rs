@@ -92,13 +92,19 @@ impl OutcomeName for SettingsVerdict {
     }
 }
 
-/// Records one evaluation.
+/// Records one evaluation and how long it took.
 pub(super) fn record<T: OutcomeName>(operator: &str, evaluation: &Evaluation<T>, took: Duration) {
+    metrics::histogram!(LATENCY, "hook" => evaluation.hook.name()).record(took.as_secs_f64());
+    count(operator, evaluation);
+}
+
+/// Counts one decision (for a `transition` whose time is mostly the
+/// commit's, which is not the policy's latency).
+pub(super) fn count<T: OutcomeName>(operator: &str, evaluation: &Evaluation<T>) {
     let hook = evaluation.hook.name();
     metrics::counter!(DECISIONS, "operator" => operator.to_owned(), "hook" => hook,
         "outcome" => evaluation.decision.outcome())
     .increment(1);
-    metrics::histogram!(LATENCY, "hook" => hook).record(took.as_secs_f64());
     if evaluation.failed_closed() {
         metrics::counter!(FAIL_CLOSED, "operator" => operator.to_owned(), "hook" => hook)
             .increment(1);
