@@ -3,6 +3,7 @@
 
 mod abi;
 mod cases;
+mod service;
 mod state;
 mod subscription;
 mod support;

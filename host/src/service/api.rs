@@ -20,7 +20,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{Json as Body, JsonBytes, Path, Query, parse_json};
+use super::extract::{Json as Body, JsonBytes, Path, Query, Scoped, parse_json};
 use super::problem::{ApiError, ErrorBody};
 use super::telemetry::{self, OutcomeName};
 use super::{AppState, Caller};
@@ -128,7 +128,11 @@ fn unknown_operator(operator: &str) -> ApiError {
 }
 
 /// Checks the caller may act for `operator` and that it exists.
-async fn scope(state: &AppState, caller: &Caller, operator: &str) -> Result<(), ApiError> {
+pub(super) async fn scope(
+    state: &AppState,
+    caller: &Caller,
+    operator: &str,
+) -> Result<(), ApiError> {
     if !caller.may_act_for(operator) {
         return Err(unknown_operator(operator));
     }
@@ -371,11 +375,9 @@ struct CreateToken {
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn list_tokens(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(operator): Path<String>,
+    Scoped { caller, operator }: Scoped,
 ) -> Reply {
     admin_only(&caller)?;
-    scope(&state, &caller, &operator).await?;
     let tokens = state
         .blocking(move |host| host.tokens(Some(&operator)))
         .await?;
@@ -391,12 +393,10 @@ async fn list_tokens(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn create_token(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(operator): Path<String>,
+    Scoped { caller, operator }: Scoped,
     Body(request): Body<CreateToken>,
 ) -> Reply {
     admin_only(&caller)?;
-    scope(&state, &caller, &operator).await?;
     let now = state.now();
     if let Some(expires_at) = request.expires_at.filter(|at| *at <= now) {
         return Err(ApiError::bad_request(
@@ -425,11 +425,10 @@ async fn create_token(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn revoke_token(
     State(state): State<AppState>,
-    caller: Caller,
+    Scoped { caller, .. }: Scoped,
     Path((operator, id)): Path<(String, u64)>,
 ) -> Reply {
     admin_only(&caller)?;
-    scope(&state, &caller, &operator).await?;
     let now = state.now();
     state
         .blocking(move |host| host.revoke_token(Some(&operator), id, now))
@@ -455,19 +454,16 @@ fn evaluated<T: OutcomeName + serde::Serialize>(
     security(("bearer" = [])),
     params(("operator" = String, Path),
         ("hook" = String, Path, description = "`authorize`, `billing`, `transition` or `validate_settings`")),
-    request_body(content = Object, description = "The hook's input, as in sdk/ABI.md"),
+    request_body(content = Object, description = "The hook's input, as in sdk/ABI.md; for `validate_settings`, the settings to check"),
     responses((status = 200, description = "The evaluation: decision, policy, diagnostic", body = Object),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 async fn evaluate(
     State(state): State<AppState>,
-    caller: Caller,
+    _scope: Scoped,
     Path((operator, hook)): Path<(String, String)>,
     JsonBytes(body): JsonBytes,
 ) -> Reply {
-    if !caller.may_act_for(&operator) {
-        return Err(unknown_operator(&operator));
-    }
     let hook: Hook = hook
         .parse()
         .map_err(|e| ApiError::bad_request("invalid_path", format!("{e}")))?;
@@ -492,15 +488,16 @@ async fn evaluate(
             )
         }
         Hook::ValidateSettings => {
-            let input: Value = parse_json(&body)?;
+            // The settings to check are the body; the hook's input is null.
+            let settings = crate::Settings::from_value(&operator, &parse_json::<Value>(&body)?)?;
             let active = host.operators().active(&operator)?;
             let evaluation = active
                 .policy
                 .evaluate::<rulehost_sdk::wire::ValidateSettings>(
                     &operator,
                     now,
-                    &crate::Settings::empty(),
-                    &input,
+                    &settings,
+                    &Value::Null,
                 );
             evaluated(&operator, Ok(evaluation), started)
         }
@@ -516,10 +513,9 @@ async fn evaluate(
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn subject_state(
     State(state): State<AppState>,
-    caller: Caller,
+    _scope: Scoped,
     Path((operator, kind, id)): Path<(String, String, String)>,
 ) -> Reply {
-    scope(&state, &caller, &operator).await?;
     let subject = subject_ref(&kind, &id)?;
     let now = state.now();
     let reference = subject.clone();
@@ -540,7 +536,9 @@ struct ActionRequest {
     #[serde(default)]
     #[schema(value_type = Object)]
     params: Value,
-    /// Acknowledgements given (COL-3).
+    /// Acknowledgements given (COL-3): passed to `authorize`, and to
+    /// `transition` as `params.acknowledgements` unless the params have
+    /// their own.
     #[serde(default)]
     acknowledgements: Vec<String>,
     /// What the backend knows of the subject beyond the host's state:
@@ -562,11 +560,11 @@ struct ActionRequest {
         (status = 422, body = ErrorBody)))]
 async fn perform_action(
     State(state): State<AppState>,
-    caller: Caller,
+    _scope: Scoped,
     Path((operator, kind, id, action)): Path<(String, String, String, String)>,
     Body(request): Body<ActionRequest>,
 ) -> Reply {
-    run_action(state, caller, (operator, kind, id), action, request).await
+    run_action(state, (operator, kind, id), action, request).await
 }
 
 /// A lock or an unlock: the actor, and the action's parameters beside it.
@@ -604,11 +602,11 @@ impl From<LockRequest> for ActionRequest {
         (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn lock(
     State(state): State<AppState>,
-    caller: Caller,
+    _scope: Scoped,
     Path(subject): Path<(String, String, String)>,
     Body(request): Body<LockRequest>,
 ) -> Reply {
-    run_action(state, caller, subject, "lock".into(), request.into()).await
+    run_action(state, subject, "lock".into(), request.into()).await
 }
 
 /// Lifts a lock: the action `unlock`, with the other fields as its
@@ -622,39 +620,47 @@ async fn lock(
         (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn unlock(
     State(state): State<AppState>,
-    caller: Caller,
+    _scope: Scoped,
     Path(subject): Path<(String, String, String)>,
     Body(request): Body<LockRequest>,
 ) -> Reply {
-    run_action(state, caller, subject, "unlock".into(), request.into()).await
+    run_action(state, subject, "unlock".into(), request.into()).await
 }
 
 async fn run_action(
     state: AppState,
-    caller: Caller,
     (operator, kind, id): (String, String, String),
     action: String,
     request: ActionRequest,
 ) -> Reply {
-    if !caller.may_act_for(&operator) {
-        return Err(unknown_operator(&operator));
-    }
     let reference = subject_ref(&kind, &id)?;
     let subject = backend_subject(&reference, request.subject)?;
+    let mut params = request.params;
+    if !request.acknowledgements.is_empty() {
+        match &mut params {
+            Value::Null => params = json!({ "acknowledgements": request.acknowledgements }),
+            Value::Object(fields) => {
+                fields
+                    .entry("acknowledgements")
+                    .or_insert_with(|| json!(request.acknowledgements));
+            }
+            _ => {}
+        }
+    }
     let now = state.now();
     let authorize = AuthorizeInput {
         action: action.clone(),
         actor: request.actor.clone(),
         subject: subject.clone(),
         acknowledgements: request.acknowledgements,
-        params: request.params.clone(),
+        params: params.clone(),
     };
     let transition = TransitionInput {
         trigger: Trigger::Action,
         action,
         actor: request.actor,
         subject,
-        params: request.params,
+        params,
     };
     let metrics_operator = operator.clone();
     let (authorization, outcome) = state
@@ -746,10 +752,9 @@ fn backend_subject(
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn export_subject(
     State(state): State<AppState>,
-    caller: Caller,
+    _scope: Scoped,
     Path((operator, kind, id)): Path<(String, String, String)>,
 ) -> Reply {
-    scope(&state, &caller, &operator).await?;
     let subject = subject_ref(&kind, &id)?;
     let now = state.now();
     let records = state
@@ -777,11 +782,10 @@ struct ActorOnly {
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn anonymize_subject(
     State(state): State<AppState>,
-    caller: Caller,
+    _scope: Scoped,
     Path((operator, kind, id)): Path<(String, String, String)>,
     Body(request): Body<ActorOnly>,
 ) -> Reply {
-    scope(&state, &caller, &operator).await?;
     let subject = subject_ref(&kind, &id)?;
     let now = state.now();
     let done = state
@@ -808,11 +812,9 @@ struct EventsQuery {
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn list_events(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(operator): Path<String>,
+    Scoped { operator, .. }: Scoped,
     Query(query): Query<EventsQuery>,
 ) -> Reply {
-    scope(&state, &caller, &operator).await?;
     let limit = page(&state, query.limit)?;
     let events = state
         .blocking(move |host| host.events(&operator, &query.consumer, limit))
@@ -849,11 +851,9 @@ struct Ack {
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn ack_events(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(operator): Path<String>,
+    Scoped { operator, .. }: Scoped,
     Body(ack): Body<Ack>,
 ) -> Reply {
-    scope(&state, &caller, &operator).await?;
     state
         .blocking(move |host| host.ack(&operator, &ack.consumer, ack.seq))
         .await?;
@@ -877,11 +877,9 @@ struct AuditQuery {
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn list_audit(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(operator): Path<String>,
+    Scoped { operator, .. }: Scoped,
     Query(query): Query<AuditQuery>,
 ) -> Reply {
-    scope(&state, &caller, &operator).await?;
     let limit = page(&state, query.limit)?;
     let after = query.after.unwrap_or(0);
     let records = state
@@ -911,10 +909,9 @@ async fn own_record(
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn audit_record(
     State(state): State<AppState>,
-    caller: Caller,
+    _scope: Scoped,
     Path((operator, seq)): Path<(String, u64)>,
 ) -> Reply {
-    scope(&state, &caller, &operator).await?;
     ok(own_record(&state, &operator, seq).await?)
 }
 
@@ -927,10 +924,8 @@ async fn audit_record(
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn verify_audit(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(operator): Path<String>,
+    _scope: Scoped,
 ) -> Reply {
-    scope(&state, &caller, &operator).await?;
     let verification = state.blocking(|host| host.verify_audit()).await?;
     ok(json!({
         "intact": verification.is_intact(),
@@ -956,11 +951,10 @@ struct ReplayQuery {
         (status = 409, body = ErrorBody)))]
 async fn replay(
     State(state): State<AppState>,
-    caller: Caller,
+    _scope: Scoped,
     Path((operator, seq)): Path<(String, u64)>,
     Query(query): Query<ReplayQuery>,
 ) -> Reply {
-    scope(&state, &caller, &operator).await?;
     let with = match query.with.as_deref() {
         None | Some("recorded") => ReplayWith::Recorded,
         Some("active") => ReplayWith::Active,
@@ -983,10 +977,8 @@ async fn replay(
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn list_policies(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(operator): Path<String>,
+    Scoped { operator, .. }: Scoped,
 ) -> Reply {
-    scope(&state, &caller, &operator).await?;
     let versions = state
         .blocking(move |host| host.policy_versions(&operator))
         .await?;
@@ -1033,11 +1025,9 @@ fn may_install(caller: &Caller) -> Result<(), ApiError> {
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn install_policy(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(operator): Path<String>,
+    Scoped { caller, operator }: Scoped,
     Body(request): Body<InstallPolicy>,
 ) -> Reply {
-    scope(&state, &caller, &operator).await?;
     may_install(&caller)?;
     let wasm: Vec<u8> = match (&request.wasm_base64, &request.bundled) {
         (Some(text), None) => base64::engine::general_purpose::STANDARD
@@ -1094,10 +1084,9 @@ async fn install_policy(
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn activate_policy(
     State(state): State<AppState>,
-    caller: Caller,
+    Scoped { caller, .. }: Scoped,
     Path((operator, name, version)): Path<(String, String, u32)>,
 ) -> Reply {
-    scope(&state, &caller, &operator).await?;
     may_install(&caller)?;
     let id = PolicyId::new(name, version);
     let by = caller.actor();
@@ -1117,10 +1106,8 @@ async fn activate_policy(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn rollback_policy(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(operator): Path<String>,
+    Scoped { caller, operator }: Scoped,
 ) -> Reply {
-    scope(&state, &caller, &operator).await?;
     may_install(&caller)?;
     let by = caller.actor();
     let now = state.now();
@@ -1154,11 +1141,9 @@ struct ImportRequest {
         (status = 413, body = ErrorBody)))]
 async fn import_locks(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(operator): Path<String>,
+    Scoped { operator, .. }: Scoped,
     Body(request): Body<ImportRequest>,
 ) -> Reply {
-    scope(&state, &caller, &operator).await?;
     let format = match request.format.as_str() {
         "jsonl" => ImportFormat::JsonLines,
         "csv" => ImportFormat::Csv,

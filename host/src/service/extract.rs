@@ -133,3 +133,30 @@ impl FromRequestParts<AppState> for Caller {
         state.authenticate(secret).await
     }
 }
+
+/// An authenticated caller acting for the operator named in the path, who
+/// may do so and exists; checked before the body is read, so a request for
+/// another operator's resources answers 404 whatever its body.
+pub struct Scoped {
+    /// Who called.
+    pub caller: Caller,
+    /// The operator of the path.
+    pub operator: String,
+}
+
+impl FromRequestParts<AppState> for Scoped {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let Path(params) =
+            Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+                .await?;
+        let operator = params
+            .get("operator")
+            .cloned()
+            .ok_or_else(|| ApiError::internal("a scoped route without `{operator}`"))?;
+        super::api::scope(state, &caller, &operator).await?;
+        Ok(Scoped { caller, operator })
+    }
+}
