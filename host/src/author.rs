@@ -69,7 +69,8 @@ pub fn new(name: &str, sdk: Option<PathBuf>) -> Result<ExitCode> {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create `{}`", parent.display()))?;
         }
-        std::fs::write(&path, text).with_context(|| format!("cannot write `{}`", path.display()))?;
+        std::fs::write(&path, text)
+            .with_context(|| format!("cannot write `{}`", path.display()))?;
     }
     println!("created policy crate `{name}`; next:");
     println!("  cd {name}");

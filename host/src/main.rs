@@ -35,7 +35,12 @@ struct Cli {
 struct Db {
     /// The SQLite database file; created on first use. The server and the
     /// commands can use the same file at once.
-    #[arg(long, env = "RULEHOST_DB", default_value = "rulehost.db", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "RULEHOST_DB",
+        default_value = "rulehost.db",
+        value_name = "FILE"
+    )]
     db: PathBuf,
 }
 
@@ -177,7 +182,12 @@ struct ServeArgs {
     #[command(flatten)]
     db: Db,
     /// Where to listen.
-    #[arg(long, env = "RULEHOST_LISTEN", default_value = "127.0.0.1:7878", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "RULEHOST_LISTEN",
+        default_value = "127.0.0.1:7878",
+        value_name = "ADDR"
+    )]
     listen: String,
     /// Largest request body, in bytes.
     #[arg(long, env = "RULEHOST_BODY_LIMIT", default_value_t = 1024 * 1024)]
@@ -352,7 +362,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let host = open(&db)?;
             let now = clock_now();
             rulehost::service::seed_demo(&host, now)?;
-            let (secret, _) = host.create_token(operator.as_deref(), &name, can_install, None, now)?;
+            let (secret, _) =
+                host.create_token(operator.as_deref(), &name, can_install, None, now)?;
             println!("{secret}");
             Ok(ExitCode::SUCCESS)
         }
@@ -402,7 +413,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 OnBadRow::Refuse
             };
             let (actor, now) = acting.resolve()?;
-            let report = open(&db)?.import_locks(&operator, &text, format, on_bad_row, &actor, now)?;
+            let report =
+                open(&db)?.import_locks(&operator, &text, format, on_bad_row, &actor, now)?;
             print_json(&report)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -451,7 +463,10 @@ fn open(db: &Db) -> Result<Host> {
 
 impl Acting {
     fn resolve(&self) -> Result<(Actor, Timestamp)> {
-        Ok((parse_actor(&self.actor)?, self.now.unwrap_or_else(clock_now)))
+        Ok((
+            parse_actor(&self.actor)?,
+            self.now.unwrap_or_else(clock_now),
+        ))
     }
 }
 
@@ -577,7 +592,11 @@ fn policy(command: PolicyCommand) -> Result<ExitCode> {
                 None => json!({}),
             };
             let host = open(&db)?;
-            if !host.list_operators()?.iter().any(|known| known.id == operator) {
+            if !host
+                .list_operators()?
+                .iter()
+                .any(|known| known.id == operator)
+            {
                 host.create_operator(&operator, now)?;
             }
             let id = PolicyId::new(name, version);
@@ -598,9 +617,9 @@ fn policy(command: PolicyCommand) -> Result<ExitCode> {
             let Some((name, version)) = policy.split_once('@') else {
                 bail!("policy `{policy}` is not `NAME@VERSION` (`gym@2`)");
             };
-            let version: u32 = version
-                .parse()
-                .with_context(|| format!("policy `{policy}`: version `{version}` is not a number"))?;
+            let version: u32 = version.parse().with_context(|| {
+                format!("policy `{policy}`: version `{version}` is not a number")
+            })?;
             let id = PolicyId::new(name, version);
             open(&db)?.activate(&operator, &id, &by, now)?;
             print_json(&json!({ "active": id }))?;

@@ -232,3 +232,473 @@ fn eval_runs_a_bundled_policy_set_on_the_readme_request() {
         )
     );
 }
+
+/// The README's curl session: `$ ` lines are commands, the lines after one
+/// its expected answer.
+struct SessionStep {
+    command: String,
+    expected: String,
+}
+
+fn readme_session() -> Vec<SessionStep> {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let section = readme
+        .split("## Over HTTP: a curl session")
+        .nth(1)
+        .expect("the README has the curl session");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the session is a sh block");
+    let mut steps: Vec<SessionStep> = Vec::new();
+    for line in block.lines() {
+        match line.strip_prefix("$ ") {
+            Some(command) => steps.push(SessionStep {
+                command: command.to_owned(),
+                expected: String::new(),
+            }),
+            None => {
+                let step = steps.last_mut().expect("the block starts with a command");
+                step.expected.push_str(line);
+                step.expected.push('\n');
+            }
+        }
+    }
+    steps
+}
+
+#[test]
+fn the_readme_curl_session_runs_as_written() {
+    let steps = readme_session();
+    assert!(steps.len() >= 8, "the session has its steps");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    // One shell runs the whole session, so its variables carry over; a
+    // marker before each command splits the output per command.
+    let mut script = String::from("set -u\n");
+    for (index, step) in steps.iter().enumerate() {
+        script.push_str(&format!("echo '@@step {index}'\n"));
+        script.push_str(&step.command.replace("127.0.0.1:7878", &address));
+        script.push_str("\necho\n");
+    }
+    script.push_str("wait\n");
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_rulehost")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new("timeout")
+        .args(["120", "bash", "-c", &script])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("RULEHOST_LISTEN", &address)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the session failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut answers = stdout.split("@@step ").skip(1);
+    for (index, step) in steps.iter().enumerate() {
+        let answer = answers.next().unwrap_or_default();
+        let answer = answer
+            .strip_prefix(&format!("{index}\n"))
+            .unwrap_or_else(|| panic!("step {index} has no output marker: {answer}"));
+        let expected = step.expected.trim();
+        let actual = answer.trim();
+        if expected.is_empty() {
+            assert!(
+                actual.is_empty(),
+                "`{}` printed `{actual}`, the README shows nothing",
+                step.command
+            );
+            continue;
+        }
+        let mut expected_json: serde_json::Value = serde_json::from_str(expected)
+            .unwrap_or_else(|e| panic!("README answer of `{}` is not JSON: {e}", step.command));
+        let mut actual_json: serde_json::Value = serde_json::from_str(actual)
+            .unwrap_or_else(|e| panic!("`{}` answered `{actual}`: {e}", step.command));
+        // Fuel counts the policy's instructions, which depend on the key
+        // order of its JSON input: a test build (whose dev-dependencies turn
+        // on serde_json's `preserve_order`) spends a little more or less
+        // than the README's `cargo run` build. Everything else must match.
+        without_fuel(&mut expected_json);
+        without_fuel(&mut actual_json);
+        assert_eq!(
+            actual_json, expected_json,
+            "`{}` answered differently from the README",
+            step.command
+        );
+    }
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(
+        log.contains(&format!("listening on http://{address}")),
+        "{log}"
+    );
+    assert!(
+        log.trim_end().ends_with("rulehost stopped"),
+        "SIGTERM stops it gracefully: {log}"
+    );
+}
+
+fn without_fuel(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            fields.remove("fuel_used");
+            fields.values_mut().for_each(without_fuel);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(without_fuel),
+        _ => {}
+    }
+}
+
+/// Runs `rulehost` on a database and returns its JSON output.
+fn run_json(args: &[&str]) -> serde_json::Value {
+    eval_json(args, None)
+}
+
+#[test]
+fn policy_lock_unlock_audit_import_and_export_commands_share_one_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cli.db");
+    let db = db.to_str().unwrap();
+    let installed = run_json(&[
+        "policy",
+        "install",
+        "--db",
+        db,
+        "--operator",
+        "acme",
+        "bundled:gym",
+        "--name",
+        "gym",
+        "--version",
+        "1",
+        "--activate",
+    ]);
+    assert_eq!(installed["installed"], "gym@1");
+    assert_eq!(installed["active"], true);
+    run_json(&[
+        "policy",
+        "install",
+        "--db",
+        db,
+        "--operator",
+        "acme",
+        "bundled:gym",
+        "--name",
+        "gym",
+        "--version",
+        "2",
+    ]);
+    let activated = run_json(&[
+        "policy",
+        "activate",
+        "--db",
+        db,
+        "--operator",
+        "acme",
+        "gym@2",
+    ]);
+    assert_eq!(activated["active"], "gym@2");
+    let versions = run_json(&["policy", "list", "--db", db, "--operator", "acme"]);
+    let active: Vec<&str> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["active"] == true)
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(active, ["gym@2"]);
+    let rolled = run_json(&["policy", "rollback", "--db", db, "--operator", "acme"]);
+    assert_eq!(rolled["active"], "gym@1");
+
+    let locked = run_json(&[
+        "lock",
+        "--db",
+        db,
+        "--operator",
+        "acme",
+        "--subject",
+        "customer:m-1",
+        "--actor",
+        "staff:anna",
+        "--param",
+        "reason=payment_deferral",
+        "--param",
+        "duration=14_days",
+        "--now",
+        "2026-11-22T10:00:00Z",
+    ]);
+    assert_eq!(locked["events"][0]["kind"], "customer.locked");
+    let refused = rulehost(
+        &[
+            "unlock",
+            "--db",
+            db,
+            "--operator",
+            "acme",
+            "--subject",
+            "customer:m-1",
+            "--actor",
+            "self_service:m-1",
+            "--param",
+            "reason=paid",
+            "--now",
+            "2026-11-23T10:00:00Z",
+        ],
+        None,
+    );
+    assert!(!refused.status.success(), "a refused unlock exits non-zero");
+    let refusal: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(refusal["decision"]["decision"]["code"], "staff_only");
+    let unlocked = run_json(&[
+        "unlock",
+        "--db",
+        db,
+        "--operator",
+        "acme",
+        "--subject",
+        "customer:m-1",
+        "--actor",
+        "staff:bob",
+        "--param",
+        "reason=paid early",
+        "--now",
+        "2026-11-23T10:00:00Z",
+    ]);
+    assert_eq!(unlocked["events"][0]["kind"], "customer.unlocked");
+    let seq = locked["audit_seq"].as_u64().unwrap().to_string();
+
+    let verified = run_json(&["audit", "verify", "--db", db]);
+    assert_eq!(verified["broken"], serde_json::Value::Null);
+    assert!(verified["records"].as_u64().unwrap() >= 7);
+    let replay = run_json(&["audit", "replay", "--db", db, &seq]);
+    assert_eq!(replay["difference"], serde_json::Value::Null);
+
+    let file = dir.path().join("legacy.csv");
+    std::fs::write(
+        &file,
+        "subject_kind,subject_id,kind,actor_kind,actor,reason,message,since,until\n\
+         customer,m-9,full,staff,olga,payment_default,call Olga,2026-10-01T00:00:00Z,\n",
+    )
+    .unwrap();
+    let report = run_json(&[
+        "import",
+        "--db",
+        db,
+        "--operator",
+        "acme",
+        file.to_str().unwrap(),
+        "--actor",
+        "staff:admin",
+    ]);
+    assert_eq!(report["lock_ids"].as_array().unwrap().len(), 1);
+    let export = run_json(&[
+        "export",
+        "--db",
+        db,
+        "--operator",
+        "acme",
+        "--subject",
+        "customer:m-9",
+    ]);
+    assert_eq!(export["locks"][0]["message"], "call Olga");
+
+    let bad = rulehost(
+        &[
+            "lock",
+            "--db",
+            db,
+            "--operator",
+            "acme",
+            "--subject",
+            "person:m-1",
+            "--actor",
+            "staff:anna",
+        ],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown subject kind `person`"));
+    let bad = rulehost(
+        &[
+            "lock",
+            "--db",
+            db,
+            "--operator",
+            "acme",
+            "--subject",
+            "customer:m-1",
+            "--actor",
+            "anna",
+        ],
+        None,
+    );
+    assert_eq!(
+        one_line_error(&bad),
+        "error: actor `anna` is not `KIND:ID` (`staff:anna`)"
+    );
+}
+
+#[test]
+fn test_runs_cases_against_a_module_and_fails_on_a_wrong_expectation() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("cases.json");
+    let case = |name: &str, code: &str| {
+        serde_json::json!({
+            "name": name, "hook": "authorize", "now": "2026-11-22T10:00:00Z",
+            "input": serde_json::from_str::<serde_json::Value>(LOCKED_CHANGE).unwrap(),
+            "expect": { "decision": "deny", "code": code, "reason": "`change_contract` is refused while the customer is locked (reason `payment_default`, by `anna` since 2026-11-01T00:00:00Z): only `end_contract`, `terminate_extraordinarily`, `annul_contract`, `postpone_contract` are possible on a contract" }
+        })
+    };
+    std::fs::write(
+        &cases,
+        serde_json::json!([case("locked", "customer_locked")]).to_string(),
+    )
+    .unwrap();
+    let output = rulehost(
+        &["test", "bundled:subscription", cases.to_str().unwrap()],
+        None,
+    );
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{printed}");
+    assert!(printed.contains("pass  "), "{printed}");
+    assert!(
+        printed.trim_end().ends_with("1 passed, 0 failed"),
+        "{printed}"
+    );
+
+    std::fs::write(
+        &cases,
+        serde_json::json!([case("locked", "customer_locked"), case("wrong", "nope")]).to_string(),
+    )
+    .unwrap();
+    let output = rulehost(
+        &["test", "bundled:subscription", cases.to_str().unwrap()],
+        None,
+    );
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success());
+    assert!(
+        printed.contains("FAIL  ") && printed.contains("wrong"),
+        "{printed}"
+    );
+    assert!(
+        printed.trim_end().ends_with("1 passed, 1 failed"),
+        "{printed}"
+    );
+}
+
+#[test]
+fn new_scaffolds_a_policy_crate_that_builds_and_passes_its_sample_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_rulehost"))
+        .args(["new", "acme-policy"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let again = Command::new(env!("CARGO_BIN_EXE_rulehost"))
+        .args(["new", "acme-policy"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+
+    let crate_dir = dir.path().join("acme-policy");
+    // The workspace's target directory holds the SDK's dependencies built
+    // for wasm already.
+    let target = workspace().join("target/scaffold");
+    let build = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--target", "wasm32-unknown-unknown"])
+        .current_dir(&crate_dir)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let wasm = target.join("wasm32-unknown-unknown/release/acme_policy.wasm");
+    let cases = crate_dir.join("cases/sample.json");
+    let output = rulehost(
+        &["test", wasm.to_str().unwrap(), cases.to_str().unwrap()],
+        None,
+    );
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        printed.trim_end().ends_with("2 passed, 0 failed"),
+        "{printed}"
+    );
+}
+
+#[test]
+fn every_command_has_help_that_names_its_options() {
+    let commands: &[(&[&str], &[&str])] = &[
+        (
+            &["serve"],
+            &[
+                "--db",
+                "--listen",
+                "--body-limit",
+                "--isolation",
+                "--clock",
+                "RULEHOST_DB",
+            ],
+        ),
+        (&["token"], &["--operator", "--admin", "--can-install"]),
+        (
+            &["policy", "install"],
+            &[
+                "--operator",
+                "--name",
+                "--version",
+                "--settings",
+                "--activate",
+            ],
+        ),
+        (&["policy", "list"], &["--operator"]),
+        (&["policy", "activate"], &["NAME@VERSION"]),
+        (&["policy", "rollback"], &["--operator"]),
+        (&["lock"], &["--subject", "--param", "--actor", "--now"]),
+        (&["unlock"], &["--subject", "--param", "--actor"]),
+        (&["audit", "verify"], &["--db"]),
+        (&["audit", "replay"], &["--active"]),
+        (&["import"], &["--format", "--skip-bad-rows", "--actor"]),
+        (&["export"], &["--subject"]),
+        (&["eval"], &["--policy", "--hook", "--input"]),
+        (&["test"], &["N passed, N failed"]),
+        (&["new"], &["--sdk"]),
+    ];
+    for (command, words) in commands {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let output = rulehost(&args, None);
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{command:?}");
+        for word in *words {
+            assert!(
+                help.contains(word),
+                "`rulehost {}` --help lacks `{word}`:\n{help}",
+                command.join(" ")
+            );
+        }
+    }
+}

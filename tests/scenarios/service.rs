@@ -34,8 +34,11 @@ impl Service {
 
     fn with_config(config: ServiceConfig) -> Service {
         let dir = tempfile::tempdir().unwrap();
-        let host = Arc::new(Host::open(dir.path().join("rulehost.db"), EngineConfig::default()).unwrap());
-        let admin = seed_demo(&host, at(START)).unwrap().expect("a fresh database is seeded");
+        let host =
+            Arc::new(Host::open(dir.path().join("rulehost.db"), EngineConfig::default()).unwrap());
+        let admin = seed_demo(&host, at(START))
+            .unwrap()
+            .expect("a fresh database is seeded");
         let gym = host
             .create_token(Some("demo-gym"), "gym-backend", false, None, at(START))
             .unwrap()
@@ -46,7 +49,12 @@ impl Service {
             .0;
         let clock = Arc::new(ManualClock::new(at(START)));
         let scheduler = Scheduler::start(host.clone(), clock.clone());
-        let state = AppState::new(host.clone(), ServiceClock::Manual(clock), Some(scheduler), config);
+        let state = AppState::new(
+            host.clone(),
+            ServiceClock::Manual(clock),
+            Some(scheduler),
+            config,
+        );
         Service {
             app: state.router(),
             host,
@@ -60,12 +68,20 @@ impl Service {
     async fn raw(&self, request: Request<Body>) -> (StatusCode, String) {
         let response = self.app.clone().oneshot(request).await.unwrap();
         let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
         (status, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
     /// Calls a route with a token and an optional JSON body.
-    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut request = Request::builder().method(method).uri(path);
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -78,7 +94,11 @@ impl Service {
         }
         .unwrap();
         let (status, text) = self.raw(request).await;
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
@@ -94,7 +114,11 @@ impl Service {
     /// request must not change.
     fn written(&self) -> (u64, usize) {
         let records = self.host.verify_audit().unwrap().records;
-        let events = self.host.events("demo-gym", "written-check", 10_000).unwrap().len();
+        let events = self
+            .host
+            .events("demo-gym", "written-check", 10_000)
+            .unwrap()
+            .len();
         (records, events)
     }
 }
@@ -115,11 +139,15 @@ fn check_in(member: &str) -> Value {
 }
 
 fn error_code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error body: {body}"))
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {body}"))
 }
 
 fn error_message(body: &Value) -> &str {
-    body["error"]["message"].as_str().unwrap_or_else(|| panic!("not an error body: {body}"))
+    body["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {body}"))
 }
 
 /// Every route: method and path template. The OpenAPI document must list
@@ -137,11 +165,23 @@ const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/v1/operators/{operator}/tokens/{id}"),
     ("POST", "/v1/operators/{operator}/hooks/{hook}"),
     ("GET", "/v1/operators/{operator}/subjects/{kind}/{id}"),
-    ("POST", "/v1/operators/{operator}/subjects/{kind}/{id}/actions/{action}"),
+    (
+        "POST",
+        "/v1/operators/{operator}/subjects/{kind}/{id}/actions/{action}",
+    ),
     ("POST", "/v1/operators/{operator}/subjects/{kind}/{id}/lock"),
-    ("POST", "/v1/operators/{operator}/subjects/{kind}/{id}/unlock"),
-    ("GET", "/v1/operators/{operator}/subjects/{kind}/{id}/export"),
-    ("POST", "/v1/operators/{operator}/subjects/{kind}/{id}/anonymize"),
+    (
+        "POST",
+        "/v1/operators/{operator}/subjects/{kind}/{id}/unlock",
+    ),
+    (
+        "GET",
+        "/v1/operators/{operator}/subjects/{kind}/{id}/export",
+    ),
+    (
+        "POST",
+        "/v1/operators/{operator}/subjects/{kind}/{id}/anonymize",
+    ),
     ("GET", "/v1/operators/{operator}/events"),
     ("POST", "/v1/operators/{operator}/events/ack"),
     ("GET", "/v1/operators/{operator}/audit"),
@@ -150,7 +190,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/operators/{operator}/audit/{seq}/replay"),
     ("GET", "/v1/operators/{operator}/policies"),
     ("POST", "/v1/operators/{operator}/policies"),
-    ("POST", "/v1/operators/{operator}/policies/{name}/{version}/activate"),
+    (
+        "POST",
+        "/v1/operators/{operator}/policies/{name}/{version}/activate",
+    ),
     ("POST", "/v1/operators/{operator}/policies/rollback"),
     ("POST", "/v1/operators/{operator}/imports"),
 ];
@@ -175,7 +218,9 @@ fn concrete(template: &str, operator: &str) -> String {
 #[tokio::test]
 async fn the_openapi_document_lists_exactly_the_routes_served() {
     let service = Service::start();
-    let (status, document) = service.call(Method::GET, "/v1/openapi.json", None, None).await;
+    let (status, document) = service
+        .call(Method::GET, "/v1/openapi.json", None, None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     let mut documented = Vec::new();
     for (path, item) in document["paths"].as_object().unwrap() {
@@ -184,7 +229,10 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
         }
     }
     documented.sort();
-    let mut expected: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
+    let mut expected: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
     expected.sort();
     assert_eq!(documented, expected);
     assert!(document["components"]["securitySchemes"]["bearer"].is_object());
@@ -194,11 +242,17 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
     for (method, template) in ROUTES {
         let path = concrete(template, "demo-gym");
         let body = (*method != "GET" && *method != "DELETE").then(|| json!({}));
-        let (status, answer) = service.call(method.parse().unwrap(), &path, None, body).await;
+        let (status, answer) = service
+            .call(method.parse().unwrap(), &path, None, body)
+            .await;
         if PUBLIC.contains(template) {
             assert_eq!(status, StatusCode::OK, "{method} {path}: {answer}");
         } else {
-            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {answer}");
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path}: {answer}"
+            );
             assert_eq!(error_code(&answer), "unauthorized");
         }
     }
@@ -207,39 +261,97 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
 #[tokio::test]
 async fn a_lock_refuses_check_in_and_lifts_itself_when_the_clock_passes_its_end() {
     let service = Service::start();
-    let (status, locked) = service.post(&format!("{GYM}/subjects/customer/m-1/lock"), &service.gym, lock_body()).await;
+    let (status, locked) = service
+        .post(
+            &format!("{GYM}/subjects/customer/m-1/lock"),
+            &service.gym,
+            lock_body(),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{locked}");
     assert_eq!(locked["events"][0]["kind"], "customer.locked");
-    assert_eq!(locked["decision"]["decision"]["effects"][0]["until"], "2026-12-06T10:00:00Z");
+    assert_eq!(
+        locked["decision"]["decision"]["effects"][0]["until"],
+        "2026-12-06T10:00:00Z"
+    );
 
-    let (status, decision) = service.post(&format!("{GYM}/hooks/authorize"), &service.gym, check_in("m-1")).await;
+    let (status, decision) = service
+        .post(
+            &format!("{GYM}/hooks/authorize"),
+            &service.gym,
+            check_in("m-1"),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(decision["decision"]["decision"], "deny");
     assert_eq!(decision["decision"]["code"], "member_locked");
 
-    let (_, state) = service.get(&format!("{GYM}/subjects/customer/m-1"), &service.gym).await;
+    let (_, state) = service
+        .get(&format!("{GYM}/subjects/customer/m-1"), &service.gym)
+        .await;
     assert_eq!(state["state"]["locks"][0]["reason"], "payment_deferral");
 
-    let (status, moved) = service.post("/v1/clock", &service.admin, json!({ "advance_seconds": 14 * 86_400 })).await;
+    let (status, moved) = service
+        .post(
+            "/v1/clock",
+            &service.admin,
+            json!({ "advance_seconds": 14 * 86_400 }),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{moved}");
-    assert_eq!(moved, json!({ "now": "2026-12-06T10:00:00Z", "fired": { "fired": 1, "fired_without_effects": 0 } }));
+    assert_eq!(
+        moved,
+        json!({ "now": "2026-12-06T10:00:00Z", "fired": { "fired": 1, "fired_without_effects": 0 } })
+    );
 
-    let (_, state) = service.get(&format!("{GYM}/subjects/customer/m-1"), &service.gym).await;
+    let (_, state) = service
+        .get(&format!("{GYM}/subjects/customer/m-1"), &service.gym)
+        .await;
     assert_eq!(state["state"]["locks"], json!([]));
-    let (_, decision) = service.post(&format!("{GYM}/hooks/authorize"), &service.gym, check_in("m-1")).await;
+    let (_, decision) = service
+        .post(
+            &format!("{GYM}/hooks/authorize"),
+            &service.gym,
+            check_in("m-1"),
+        )
+        .await;
     assert_eq!(decision["decision"]["decision"], "allow");
 
-    let (status, events) = service.get(&format!("{GYM}/events?consumer=crm"), &service.gym).await;
+    let (status, events) = service
+        .get(&format!("{GYM}/events?consumer=crm"), &service.gym)
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let kinds: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["customer.locked", "lock.expired"]);
     let last = events["events"][1]["seq"].as_u64().unwrap();
-    let (status, _) = service.post(&format!("{GYM}/events/ack"), &service.gym, json!({ "consumer": "crm", "seq": last })).await;
+    let (status, _) = service
+        .post(
+            &format!("{GYM}/events/ack"),
+            &service.gym,
+            json!({ "consumer": "crm", "seq": last }),
+        )
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (_, events) = service.get(&format!("{GYM}/events?consumer=crm"), &service.gym).await;
+    let (_, events) = service
+        .get(&format!("{GYM}/events?consumer=crm"), &service.gym)
+        .await;
     assert_eq!(events["events"], json!([]));
-    let (status, unknown) = service.post(&format!("{GYM}/events/ack"), &service.gym, json!({ "consumer": "crm", "seq": 999 })).await;
-    assert_eq!((status, error_code(&unknown)), (StatusCode::NOT_FOUND, "unknown_event"));
+    let (status, unknown) = service
+        .post(
+            &format!("{GYM}/events/ack"),
+            &service.gym,
+            json!({ "consumer": "crm", "seq": 999 }),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&unknown)),
+        (StatusCode::NOT_FOUND, "unknown_event")
+    );
 }
 
 #[tokio::test]
@@ -247,46 +359,107 @@ async fn tokens_are_refused_when_missing_malformed_unknown_revoked_or_expired() 
     let service = Service::start();
     let path = format!("{GYM}/subjects/customer/m-1");
     let (status, body) = service.call(Method::GET, &path, None, None).await;
-    assert_eq!((status, error_message(&body)), (StatusCode::UNAUTHORIZED, "no bearer token: send `Authorization: Bearer <token>`"));
+    assert_eq!(
+        (status, error_message(&body)),
+        (
+            StatusCode::UNAUTHORIZED,
+            "no bearer token: send `Authorization: Bearer <token>`"
+        )
+    );
 
-    let request = Request::get(&path).header(header::AUTHORIZATION, format!("Basic {}", service.gym)).body(Body::empty()).unwrap();
+    let request = Request::get(&path)
+        .header(header::AUTHORIZATION, format!("Basic {}", service.gym))
+        .body(Body::empty())
+        .unwrap();
     let (status, text) = service.raw(request).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(text.contains("is not `Bearer <token>`"), "{text}");
 
     let (status, body) = service.get(&path, "rht_0000").await;
-    assert_eq!((status, error_message(&body)), (StatusCode::UNAUTHORIZED, "the bearer token is not known"));
+    assert_eq!(
+        (status, error_message(&body)),
+        (StatusCode::UNAUTHORIZED, "the bearer token is not known")
+    );
 
     // A token made, used, revoked.
-    let (status, made) = service.post(&format!("{GYM}/tokens"), &service.admin, json!({ "name": "front-desk" })).await;
+    let (status, made) = service
+        .post(
+            &format!("{GYM}/tokens"),
+            &service.admin,
+            json!({ "name": "front-desk" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{made}");
     let secret = made["token"].as_str().unwrap().to_owned();
     assert!(secret.starts_with("rht_"));
     assert_eq!(service.get(&path, &secret).await.0, StatusCode::OK);
     let (_, listed) = service.get(&format!("{GYM}/tokens"), &service.admin).await;
-    assert!(!listed.to_string().contains(&secret), "listings never show secrets");
+    assert!(
+        !listed.to_string().contains(&secret),
+        "listings never show secrets"
+    );
     let id = made["record"]["id"].as_u64().unwrap();
-    let (status, _) = service.call(Method::DELETE, &format!("{GYM}/tokens/{id}"), Some(&service.admin), None).await;
+    let (status, _) = service
+        .call(
+            Method::DELETE,
+            &format!("{GYM}/tokens/{id}"),
+            Some(&service.admin),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, body) = service.get(&path, &secret).await;
-    assert_eq!((status, error_message(&body)), (StatusCode::UNAUTHORIZED, "the bearer token was revoked"));
-    let (status, body) = service.call(Method::DELETE, &format!("{GYM}/tokens/9999"), Some(&service.admin), None).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "unknown_token"));
+    assert_eq!(
+        (status, error_message(&body)),
+        (StatusCode::UNAUTHORIZED, "the bearer token was revoked")
+    );
+    let (status, body) = service
+        .call(
+            Method::DELETE,
+            &format!("{GYM}/tokens/9999"),
+            Some(&service.admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "unknown_token")
+    );
 
     // A token that expires when the clock passes its end.
     let (_, made) = service
-        .post(&format!("{GYM}/tokens"), &service.admin, json!({ "name": "temp", "expires_at": "2026-11-23T10:00:00Z" }))
+        .post(
+            &format!("{GYM}/tokens"),
+            &service.admin,
+            json!({ "name": "temp", "expires_at": "2026-11-23T10:00:00Z" }),
+        )
         .await;
     let temporary = made["token"].as_str().unwrap().to_owned();
     assert_eq!(service.get(&path, &temporary).await.0, StatusCode::OK);
-    service.post("/v1/clock", &service.admin, json!({ "set": "2026-11-23T10:00:00Z" })).await;
+    service
+        .post(
+            "/v1/clock",
+            &service.admin,
+            json!({ "set": "2026-11-23T10:00:00Z" }),
+        )
+        .await;
     let (status, body) = service.get(&path, &temporary).await;
-    assert_eq!((status, error_message(&body)), (StatusCode::UNAUTHORIZED, "the bearer token has expired"));
+    assert_eq!(
+        (status, error_message(&body)),
+        (StatusCode::UNAUTHORIZED, "the bearer token has expired")
+    );
     let (status, body) = service
-        .post(&format!("{GYM}/tokens"), &service.admin, json!({ "name": "late", "expires_at": "2026-11-01T00:00:00Z" }))
+        .post(
+            &format!("{GYM}/tokens"),
+            &service.admin,
+            json!({ "name": "late", "expires_at": "2026-11-01T00:00:00Z" }),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(error_message(&body).contains("`2026-11-01T00:00:00Z` is not after now"), "{body}");
+    assert!(
+        error_message(&body).contains("`2026-11-01T00:00:00Z` is not after now"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -307,56 +480,136 @@ async fn an_operator_token_sees_nothing_of_another_operator() {
             continue;
         }
         let path = concrete(template, "demo-gym");
-        let body = (*method != "GET" && *method != "DELETE").then(|| json!({ "actor": staff("eve") }));
-        let (status, answer) = service.call(method.parse().unwrap(), &path, Some(&service.subscription), body).await;
+        let body =
+            (*method != "GET" && *method != "DELETE").then(|| json!({ "actor": staff("eve") }));
+        let (status, answer) = service
+            .call(
+                method.parse().unwrap(),
+                &path,
+                Some(&service.subscription),
+                body,
+            )
+            .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {answer}");
-        assert_eq!(answer, json!({ "error": { "code": "unknown_operator", "message": "unknown operator `demo-gym`" } }), "{method} {path}");
+        assert_eq!(
+            answer,
+            json!({ "error": { "code": "unknown_operator", "message": "unknown operator `demo-gym`" } }),
+            "{method} {path}"
+        );
     }
     // Exactly the answer for an operator that does not exist.
-    let (_, missing) = service.get("/v1/operators/nobody/events?consumer=x", &service.subscription).await;
+    let (_, missing) = service
+        .get(
+            "/v1/operators/nobody/events?consumer=x",
+            &service.subscription,
+        )
+        .await;
     assert_eq!(error_message(&missing), "unknown operator `nobody`");
     // Its own listing shows only itself; admin routes are closed to it.
     let (_, operators) = service.get("/v1/operators", &service.subscription).await;
     assert_eq!(operators["operators"].as_array().unwrap().len(), 1);
     assert_eq!(operators["operators"][0]["id"], "demo-subscription");
-    let (status, _) = service.post("/v1/operators", &service.subscription, json!({ "id": "mine" })).await;
+    let (status, _) = service
+        .post(
+            "/v1/operators",
+            &service.subscription,
+            json!({ "id": "mine" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = service.get("/metrics", &service.subscription).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // The gym's audit record seq 1 exists, but is not the subscription's.
     let gym_record = service.host.audit_records("demo-gym", 0, 1).unwrap()[0].seq;
-    let (status, body) = service.get(&format!("/v1/operators/demo-subscription/audit/{gym_record}"), &service.subscription).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "unknown_audit_record"));
-    let (_, own) = service.get("/v1/operators/demo-subscription/audit", &service.subscription).await;
+    let (status, body) = service
+        .get(
+            &format!("/v1/operators/demo-subscription/audit/{gym_record}"),
+            &service.subscription,
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "unknown_audit_record")
+    );
+    let (_, own) = service
+        .get(
+            "/v1/operators/demo-subscription/audit",
+            &service.subscription,
+        )
+        .await;
     assert!(!own.to_string().contains("SECRET-GYM-NOTE"));
     assert!(!own.to_string().contains("demo-gym"), "{own}");
     // The admin sees the gym.
-    let (status, export) = service.get(&format!("{GYM}/subjects/customer/m-1/export"), &service.admin).await;
+    let (status, export) = service
+        .get(
+            &format!("{GYM}/subjects/customer/m-1/export"),
+            &service.admin,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(export.to_string().contains("SECRET-GYM-NOTE"));
 }
 
 #[tokio::test]
 async fn bad_requests_get_the_right_status_and_write_nothing() {
-    let service = Service::with_config(ServiceConfig { body_limit: 2048, ..ServiceConfig::default() });
-    let (status, _) = service.post(&format!("{GYM}/subjects/customer/m-1/lock"), &service.gym, lock_body()).await;
+    let service = Service::with_config(ServiceConfig {
+        body_limit: 2048,
+        ..ServiceConfig::default()
+    });
+    let (status, _) = service
+        .post(
+            &format!("{GYM}/subjects/customer/m-1/lock"),
+            &service.gym,
+            lock_body(),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let before = service.written();
 
     // 400: names the field and the value.
     let (status, body) = service
-        .post(&format!("{GYM}/subjects/customer/m-2/lock"), &service.gym, json!({ "actor": { "kind": "boss", "id": "x" }, "reason": "r" }))
+        .post(
+            &format!("{GYM}/subjects/customer/m-2/lock"),
+            &service.gym,
+            json!({ "actor": { "kind": "boss", "id": "x" }, "reason": "r" }),
+        )
         .await;
-    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_body"));
-    assert!(error_message(&body).contains("`actor.kind`") && error_message(&body).contains("`boss`"), "{body}");
-    let (status, body) = service.post(&format!("{GYM}/subjects/person/m-2/lock"), &service.gym, lock_body()).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_body")
+    );
+    assert!(
+        error_message(&body).contains("`actor.kind`") && error_message(&body).contains("`boss`"),
+        "{body}"
+    );
+    let (status, body) = service
+        .post(
+            &format!("{GYM}/subjects/person/m-2/lock"),
+            &service.gym,
+            lock_body(),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(error_message(&body).contains("unknown subject kind `person`"), "{body}");
-    let (status, body) = service.post(&format!("{GYM}/hooks/decide"), &service.gym, check_in("m-1")).await;
+    assert!(
+        error_message(&body).contains("unknown subject kind `person`"),
+        "{body}"
+    );
+    let (status, body) = service
+        .post(
+            &format!("{GYM}/hooks/decide"),
+            &service.gym,
+            check_in("m-1"),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error_message(&body).contains("`decide`"), "{body}");
-    let (status, body) = service.get(&format!("{GYM}/events?consumer=x&limit=0"), &service.gym).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_query"));
+    let (status, body) = service
+        .get(&format!("{GYM}/events?consumer=x&limit=0"), &service.gym)
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_query")
+    );
     assert!(error_message(&body).contains("got `0`"), "{body}");
     let (status, body) = service.get(&format!("{GYM}/events"), &service.gym).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -372,15 +625,40 @@ async fn bad_requests_get_the_right_status_and_write_nothing() {
 
     // 404 and 405 for routes.
     let (status, body) = service.get("/v2/anything", &service.gym).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "no_route"));
-    let (status, body) = service.call(Method::DELETE, &format!("{GYM}/policies"), Some(&service.gym), None).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "no_route")
+    );
+    let (status, body) = service
+        .call(
+            Method::DELETE,
+            &format!("{GYM}/policies"),
+            Some(&service.gym),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
 
     // 413 over the body limit, 415 for another media type.
     let big = json!({ "actor": staff("anna"), "reason": "x".repeat(4096) });
-    let (status, body) = service.post(&format!("{GYM}/subjects/customer/m-3/lock"), &service.gym, big).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
-    assert_eq!(error_message(&body), "the body is over the limit of 2048 bytes");
+    let (status, body) = service
+        .post(
+            &format!("{GYM}/subjects/customer/m-3/lock"),
+            &service.gym,
+            big,
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+    );
+    assert_eq!(
+        error_message(&body),
+        "the body is over the limit of 2048 bytes"
+    );
     let request = Request::post(format!("{GYM}/subjects/customer/m-3/lock"))
         .header(header::AUTHORIZATION, format!("Bearer {}", service.gym))
         .header(header::CONTENT_TYPE, "text/plain")
@@ -392,33 +670,77 @@ async fn bad_requests_get_the_right_status_and_write_nothing() {
 
     // 422: the policy refused; its decision comes along.
     let (status, body) = service
-        .post(&format!("{GYM}/subjects/customer/m-1/unlock"), &service.gym, json!({ "actor": { "kind": "self_service", "id": "m-1" }, "reason": "paid" }))
+        .post(
+            &format!("{GYM}/subjects/customer/m-1/unlock"),
+            &service.gym,
+            json!({ "actor": { "kind": "self_service", "id": "m-1" }, "reason": "paid" }),
+        )
         .await;
-    assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "staff_only"));
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "staff_only")
+    );
     assert_eq!(body["decision"]["decision"]["decision"], "deny");
     let (status, body) = service
-        .post(&format!("{GYM}/subjects/customer/m-4/lock"), &service.gym, json!({ "actor": staff("anna"), "reason": "bored", "duration": "14_days" }))
+        .post(
+            &format!("{GYM}/subjects/customer/m-4/lock"),
+            &service.gym,
+            json!({ "actor": staff("anna"), "reason": "bored", "duration": "14_days" }),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 
     // 409: a conflicting state change.
-    let (status, body) = service.post(&format!("{GYM}/policies/rollback"), &service.admin, json!({})).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "nothing_to_roll_back"));
+    let (status, body) = service
+        .post(
+            &format!("{GYM}/policies/rollback"),
+            &service.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "nothing_to_roll_back")
+    );
 
-    assert_eq!(service.written(), before, "no failed request wrote anything");
-    let (_, state) = service.get(&format!("{GYM}/subjects/customer/m-1"), &service.gym).await;
+    assert_eq!(
+        service.written(),
+        before,
+        "no failed request wrote anything"
+    );
+    let (_, state) = service
+        .get(&format!("{GYM}/subjects/customer/m-1"), &service.gym)
+        .await;
     assert_eq!(state["state"]["locks"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn actions_ask_for_acknowledgements_then_apply_and_hand_back_backend_effects() {
     let service = Service::start();
-    let collections = service.host.create_token(Some("demo-collections"), "c", false, None, at(START)).unwrap().0;
+    let collections = service
+        .host
+        .create_token(Some("demo-collections"), "c", false, None, at(START))
+        .unwrap()
+        .0;
     let path = "/v1/operators/demo-collections/subjects/case/case-1/actions/deactivate_case";
     let subject = json!({ "attributes": { "published": true, "reminders_sent": 2 } });
-    let (status, body) = service.post(path, &collections, json!({ "actor": staff("clerk"), "subject": subject })).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "needs_confirmation"));
-    let required: Vec<&str> = body["decision"]["decision"]["required"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect();
+    let (status, body) = service
+        .post(
+            path,
+            &collections,
+            json!({ "actor": staff("clerk"), "subject": subject }),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "needs_confirmation")
+    );
+    let required: Vec<&str> = body["decision"]["decision"]["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect();
     assert_eq!(required, ["case_published", "reminder_sent"]);
 
     let (status, body) = service
@@ -430,13 +752,29 @@ async fn actions_ask_for_acknowledgements_then_apply_and_hand_back_backend_effec
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let kinds: Vec<&str> = body["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert!(kinds.contains(&"case.deactivated"), "{kinds:?}");
     assert!(body["audit_seq"].as_u64().is_some());
 
-    let (_, state) = service.get("/v1/operators/demo-collections/subjects/case/case-1", &collections).await;
+    let (_, state) = service
+        .get(
+            "/v1/operators/demo-collections/subjects/case/case-1",
+            &collections,
+        )
+        .await;
     assert_eq!(state["state"]["status"], "deactivated");
-    let (status, body) = service.post(path, &collections, json!({ "actor": staff("clerk"), "subject": { "kind": "invoice" } })).await;
+    let (status, body) = service
+        .post(
+            path,
+            &collections,
+            json!({ "actor": staff("clerk"), "subject": { "kind": "invoice" } }),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error_message(&body).contains("`subject.kind`"), "{body}");
 }
@@ -447,23 +785,55 @@ async fn hooks_evaluate_without_applying() {
     let sub = "/v1/operators/demo-subscription";
     let input = json!({ "trigger": "action", "action": "lock", "actor": staff("anna"),
                         "subject": { "kind": "customer", "id": "c-1" }, "params": { "reason": "payment_default" } });
-    let (status, preview) = service.post(&format!("{sub}/hooks/transition"), &service.subscription, input).await;
+    let (status, preview) = service
+        .post(
+            &format!("{sub}/hooks/transition"),
+            &service.subscription,
+            input,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{preview}");
     assert_eq!(preview["hook"], "transition");
     assert_eq!(preview["policy"], "subscription@1");
-    let (_, state) = service.get(&format!("{sub}/subjects/customer/c-1"), &service.subscription).await;
-    assert_eq!(state["state"]["revision"], 0, "a preview changes nothing: {state}");
+    let (_, state) = service
+        .get(
+            &format!("{sub}/subjects/customer/c-1"),
+            &service.subscription,
+        )
+        .await;
+    assert_eq!(
+        state["state"]["revision"], 0,
+        "a preview changes nothing: {state}"
+    );
 
     let billing = json!({ "contract": { "kind": "contract", "id": "k-1", "switches": { "automatic_billing": true }, "parent": { "kind": "customer", "id": "c-1" } },
                           "billed_until": "2026-11-01T00:00:00Z", "cycle": { "every": 1, "unit": "month" } });
-    let (status, decision) = service.post(&format!("{sub}/hooks/billing"), &service.subscription, billing).await;
+    let (status, decision) = service
+        .post(
+            &format!("{sub}/hooks/billing"),
+            &service.subscription,
+            billing,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{decision}");
     assert_eq!(decision["decision"]["decision"], "proceed", "{decision}");
 
-    let (status, verdict) = service.post(&format!("{GYM}/hooks/validate_settings"), &service.gym, json!({ "lock_reasons": [] })).await;
+    let (status, verdict) = service
+        .post(
+            &format!("{GYM}/hooks/validate_settings"),
+            &service.gym,
+            json!({ "lock_reasons": [] }),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(verdict["decision"]["decision"], "invalid", "{verdict}");
-    let (status, body) = service.post(&format!("{GYM}/hooks/billing"), &service.gym, json!({ "contract": 5 })).await;
+    let (status, body) = service
+        .post(
+            &format!("{GYM}/hooks/billing"),
+            &service.gym,
+            json!({ "contract": 5 }),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error_message(&body).contains("`contract`"), "{body}");
 }
@@ -473,74 +843,195 @@ async fn policy_versions_are_installed_activated_and_rolled_back() {
     let service = Service::start();
     let policies = format!("{GYM}/policies");
     // An operator token needs the right to install.
-    let (status, _) = service.post(&policies, &service.gym, json!({ "name": "gym", "version": 2, "bundled": "gym" })).await;
+    let (status, _) = service
+        .post(
+            &policies,
+            &service.gym,
+            json!({ "name": "gym", "version": 2, "bundled": "gym" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let installer = service.host.create_token(Some("demo-gym"), "ci", true, None, at(START)).unwrap().0;
+    let installer = service
+        .host
+        .create_token(Some("demo-gym"), "ci", true, None, at(START))
+        .unwrap()
+        .0;
 
-    let wasm = base64::engine::general_purpose::STANDARD.encode(rulehost::bundled::get("gym").unwrap());
+    let wasm =
+        base64::engine::general_purpose::STANDARD.encode(rulehost::bundled::get("gym").unwrap());
     let (status, body) = service
         .post(&policies, &installer, json!({ "name": "gym", "version": 2, "wasm_base64": wasm, "settings": { "lock_reasons": ["payment_default"] }, "activate": true }))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["sha256"].as_str().unwrap().len(), 64);
     let (status, refused) = service
-        .post(&format!("{GYM}/subjects/customer/m-1/lock"), &service.gym, lock_body())
+        .post(
+            &format!("{GYM}/subjects/customer/m-1/lock"),
+            &service.gym,
+            lock_body(),
+        )
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "version 2 lists only `payment_default`: {refused}");
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "version 2 lists only `payment_default`: {refused}"
+    );
 
-    let (status, body) = service.post(&format!("{policies}/rollback"), &installer, json!({})).await;
-    assert_eq!((status, body), (StatusCode::OK, json!({ "active": "gym@1" })));
-    assert_eq!(service.post(&format!("{GYM}/subjects/customer/m-1/lock"), &service.gym, lock_body()).await.0, StatusCode::OK);
-    let (status, body) = service.post(&format!("{policies}/gym/2/activate"), &installer, json!({})).await;
-    assert_eq!((status, body), (StatusCode::OK, json!({ "active": "gym@2" })));
+    let (status, body) = service
+        .post(&format!("{policies}/rollback"), &installer, json!({}))
+        .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({ "active": "gym@1" }))
+    );
+    assert_eq!(
+        service
+            .post(
+                &format!("{GYM}/subjects/customer/m-1/lock"),
+                &service.gym,
+                lock_body()
+            )
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (status, body) = service
+        .post(&format!("{policies}/gym/2/activate"), &installer, json!({}))
+        .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({ "active": "gym@2" }))
+    );
     let (_, versions) = service.get(&policies, &service.gym).await;
-    let active: Vec<(u64, bool)> = versions["versions"].as_array().unwrap().iter().map(|v| (v["id"].as_str().unwrap().ends_with('2') as u64, v["active"].as_bool().unwrap())).collect();
-    assert!(active.contains(&(1, true)) && active.contains(&(0, false)), "{versions}");
+    let active: Vec<(u64, bool)> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["id"].as_str().unwrap().ends_with('2') as u64,
+                v["active"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        active.contains(&(1, true)) && active.contains(&(0, false)),
+        "{versions}"
+    );
 
-    let (status, body) = service.post(&policies, &installer, json!({ "name": "gym", "version": 2, "bundled": "gym" })).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "policy_version_exists"));
-    let (status, body) = service.post(&policies, &installer, json!({ "name": "gym", "version": 3, "wasm_base64": "%%%" })).await;
+    let (status, body) = service
+        .post(
+            &policies,
+            &installer,
+            json!({ "name": "gym", "version": 2, "bundled": "gym" }),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "policy_version_exists")
+    );
+    let (status, body) = service
+        .post(
+            &policies,
+            &installer,
+            json!({ "name": "gym", "version": 3, "wasm_base64": "%%%" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error_message(&body).contains("`wasm_base64`"), "{body}");
     let not_wasm = base64::engine::general_purpose::STANDARD.encode("(module");
-    let (status, body) = service.post(&policies, &installer, json!({ "name": "gym", "version": 3, "wasm_base64": not_wasm })).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_policy"));
+    let (status, body) = service
+        .post(
+            &policies,
+            &installer,
+            json!({ "name": "gym", "version": 3, "wasm_base64": not_wasm }),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_policy")
+    );
     let (status, body) = service
         .post(&policies, &installer, json!({ "name": "gym", "version": 3, "bundled": "gym", "settings": { "lock_reasons": "all" } }))
         .await;
-    assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "settings_refused"));
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "settings_refused")
+    );
     assert!(error_message(&body).contains("lock_reasons"), "{body}");
-    let (status, body) = service.post(&format!("{policies}/gym/9/activate"), &installer, json!({})).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "unknown_policy_version"));
+    let (status, body) = service
+        .post(&format!("{policies}/gym/9/activate"), &installer, json!({}))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "unknown_policy_version")
+    );
 }
 
 #[tokio::test]
 async fn the_audit_trail_is_listed_verified_and_replayed() {
     let service = Service::start();
-    let (_, locked) = service.post(&format!("{GYM}/subjects/customer/m-1/lock"), &service.gym, lock_body()).await;
+    let (_, locked) = service
+        .post(
+            &format!("{GYM}/subjects/customer/m-1/lock"),
+            &service.gym,
+            lock_body(),
+        )
+        .await;
     let seq = locked["audit_seq"].as_u64().unwrap();
-    let (status, page) = service.get(&format!("{GYM}/audit?after={}&limit=5", seq - 1), &service.gym).await;
+    let (status, page) = service
+        .get(
+            &format!("{GYM}/audit?after={}&limit=5", seq - 1),
+            &service.gym,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["records"][0]["seq"], seq);
     assert_eq!(page["records"][0]["kind"], "decision");
-    let (status, record) = service.get(&format!("{GYM}/audit/{seq}"), &service.gym).await;
+    let (status, record) = service
+        .get(&format!("{GYM}/audit/{seq}"), &service.gym)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(record["actor"], staff("anna"));
-    let (status, verified) = service.post(&format!("{GYM}/audit/verify"), &service.gym, json!({})).await;
+    let (status, verified) = service
+        .post(&format!("{GYM}/audit/verify"), &service.gym, json!({}))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(verified["intact"], true);
     assert_eq!(verified["broken"], Value::Null);
-    let (status, replay) = service.post(&format!("{GYM}/audit/{seq}/replay"), &service.gym, json!({})).await;
+    let (status, replay) = service
+        .post(
+            &format!("{GYM}/audit/{seq}/replay"),
+            &service.gym,
+            json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{replay}");
     assert_eq!(replay["difference"], Value::Null);
     assert_eq!(replay["replayed"], replay["recorded"]);
-    let (status, body) = service.post(&format!("{GYM}/audit/{seq}/replay?with=tomorrow"), &service.gym, json!({})).await;
+    let (status, body) = service
+        .post(
+            &format!("{GYM}/audit/{seq}/replay?with=tomorrow"),
+            &service.gym,
+            json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error_message(&body).contains("`tomorrow`"), "{body}");
-    let (status, body) = service.post(&format!("{GYM}/audit/1/replay"), &service.gym, json!({})).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "not_a_decision"));
-    let (status, body) = service.get(&format!("{GYM}/audit/99999"), &service.gym).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "unknown_audit_record"));
+    let (status, body) = service
+        .post(&format!("{GYM}/audit/1/replay"), &service.gym, json!({}))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "not_a_decision")
+    );
+    let (status, body) = service
+        .get(&format!("{GYM}/audit/99999"), &service.gym)
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "unknown_audit_record")
+    );
 }
 
 #[tokio::test]
@@ -548,55 +1039,144 @@ async fn legacy_locks_are_imported_and_a_subject_exported_and_anonymized() {
     let service = Service::start();
     let imports = format!("{GYM}/imports");
     let good = r#"{"subject_kind":"customer","subject_id":"m-7","kind":"full","actor_kind":"staff","actor":"olga","reason":"payment_default","message":"call Olga","since":"2026-10-01T00:00:00Z"}"#;
-    let (status, report) = service.post(&imports, &service.gym, json!({ "format": "jsonl", "content": good, "actor": staff("admin") })).await;
+    let (status, report) = service
+        .post(
+            &imports,
+            &service.gym,
+            json!({ "format": "jsonl", "content": good, "actor": staff("admin") }),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["lock_ids"].as_array().unwrap().len(), 1);
     let bad = "subject_kind,subject_id\ncustomer,m-8\n";
-    let (status, body) = service.post(&imports, &service.gym, json!({ "format": "csv", "content": bad, "actor": staff("admin") })).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_import"));
+    let (status, body) = service
+        .post(
+            &imports,
+            &service.gym,
+            json!({ "format": "csv", "content": bad, "actor": staff("admin") }),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_import")
+    );
     assert!(error_message(&body).contains("line 2"), "{body}");
-    let (status, body) = service.post(&imports, &service.gym, json!({ "format": "xml", "content": "", "actor": staff("admin") })).await;
+    let (status, body) = service
+        .post(
+            &imports,
+            &service.gym,
+            json!({ "format": "xml", "content": "", "actor": staff("admin") }),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error_message(&body).contains("`xml`"), "{body}");
 
     let subject = format!("{GYM}/subjects/customer/m-7");
-    let (status, export) = service.get(&format!("{subject}/export"), &service.gym).await;
+    let (status, export) = service
+        .get(&format!("{subject}/export"), &service.gym)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(export.to_string().contains("call Olga"));
-    let (status, done) = service.post(&format!("{subject}/anonymize"), &service.gym, json!({ "actor": staff("dpo") })).await;
+    let (status, done) = service
+        .post(
+            &format!("{subject}/anonymize"),
+            &service.gym,
+            json!({ "actor": staff("dpo") }),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{done}");
     assert_eq!(done["locks"], 1);
-    let (_, export) = service.get(&format!("{subject}/export"), &service.gym).await;
+    let (_, export) = service
+        .get(&format!("{subject}/export"), &service.gym)
+        .await;
     assert!(!export.to_string().contains("call Olga"));
     assert!(export.to_string().contains("olga"), "actors stay");
-    let (_, verified) = service.post(&format!("{GYM}/audit/verify"), &service.gym, json!({})).await;
+    let (_, verified) = service
+        .post(&format!("{GYM}/audit/verify"), &service.gym, json!({}))
+        .await;
     assert_eq!(verified["intact"], true);
 }
 
 #[tokio::test]
 async fn the_admin_creates_operators_and_scrapes_metrics() {
     let service = Service::start();
-    let (status, created) = service.post("/v1/operators", &service.admin, json!({ "id": "acme-gym", "flavour": "gym" })).await;
+    let (status, created) = service
+        .post(
+            "/v1/operators",
+            &service.admin,
+            json!({ "id": "acme-gym", "flavour": "gym" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["active_policy"], "gym@1");
-    let (_, token) = service.post("/v1/operators/acme-gym/tokens", &service.admin, json!({ "name": "acme" })).await;
+    let (_, token) = service
+        .post(
+            "/v1/operators/acme-gym/tokens",
+            &service.admin,
+            json!({ "name": "acme" }),
+        )
+        .await;
     let acme = token["token"].as_str().unwrap().to_owned();
-    let (status, decision) = service.post("/v1/operators/acme-gym/hooks/authorize", &acme, check_in("m-1")).await;
+    let (status, decision) = service
+        .post(
+            "/v1/operators/acme-gym/hooks/authorize",
+            &acme,
+            check_in("m-1"),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(decision["decision"]["decision"], "allow");
 
-    let (status, body) = service.post("/v1/operators", &service.admin, json!({ "id": "acme-gym" })).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "operator_exists"));
-    let (status, body) = service.post("/v1/operators", &service.admin, json!({ "id": "Acme Gym!" })).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_operator_id"));
-    let (status, body) = service.post("/v1/operators", &service.admin, json!({ "id": "bowling", "flavour": "bowling" })).await;
+    let (status, body) = service
+        .post("/v1/operators", &service.admin, json!({ "id": "acme-gym" }))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "operator_exists")
+    );
+    let (status, body) = service
+        .post(
+            "/v1/operators",
+            &service.admin,
+            json!({ "id": "Acme Gym!" }),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_operator_id")
+    );
+    let (status, body) = service
+        .post(
+            "/v1/operators",
+            &service.admin,
+            json!({ "id": "bowling", "flavour": "bowling" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error_message(&body).contains("`bowling`"), "{body}");
-    let (status, body) = service.post("/v1/operators", &service.admin, json!({ "id": "strict", "flavour": "gym", "settings": { "lock_reasons": [] } })).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "settings_refused"), "{body}");
+    let (status, body) = service
+        .post(
+            "/v1/operators",
+            &service.admin,
+            json!({ "id": "strict", "flavour": "gym", "settings": { "lock_reasons": [] } }),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "settings_refused"),
+        "{body}"
+    );
     let (_, all) = service.get("/v1/operators", &service.admin).await;
-    let ids: Vec<&str> = all["operators"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
-    assert!(ids.contains(&"acme-gym") && !ids.contains(&"strict"), "a refused operator leaves nothing: {ids:?}");
+    let ids: Vec<&str> = all["operators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"acme-gym") && !ids.contains(&"strict"),
+        "a refused operator leaves nothing: {ids:?}"
+    );
 
     // A policy that traps fails closed and is counted.
     let trap = base64::engine::general_purpose::STANDARD.encode(
@@ -606,14 +1186,27 @@ async fn the_admin_creates_operators_and_scrapes_metrics() {
              (func (export "rulehost_authorize") (param i32 i32) (result i64) unreachable))"#,
     );
     let (status, body) = service
-        .post("/v1/operators/acme-gym/policies", &service.admin, json!({ "name": "trap", "version": 1, "wasm_base64": trap, "activate": true }))
+        .post(
+            "/v1/operators/acme-gym/policies",
+            &service.admin,
+            json!({ "name": "trap", "version": 1, "wasm_base64": trap, "activate": true }),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (_, failed) = service.post("/v1/operators/acme-gym/hooks/authorize", &acme, check_in("m-1")).await;
+    let (_, failed) = service
+        .post(
+            "/v1/operators/acme-gym/hooks/authorize",
+            &acme,
+            check_in("m-1"),
+        )
+        .await;
     assert_eq!(failed["decision"]["decision"], "deny");
     assert!(failed["diagnostic"]["message"].is_string(), "{failed}");
 
-    let request = Request::get("/metrics").header(header::AUTHORIZATION, format!("Bearer {}", service.admin)).body(Body::empty()).unwrap();
+    let request = Request::get("/metrics")
+        .header(header::AUTHORIZATION, format!("Bearer {}", service.admin))
+        .body(Body::empty())
+        .unwrap();
     let (status, text) = service.raw(request).await;
     assert_eq!(status, StatusCode::OK);
     for line in [
@@ -630,10 +1223,21 @@ async fn the_admin_creates_operators_and_scrapes_metrics() {
 async fn the_clock_moves_only_when_manual_and_only_for_the_admin() {
     let service = Service::start();
     let (status, clock) = service.get("/v1/clock", &service.gym).await;
-    assert_eq!((status, clock), (StatusCode::OK, json!({ "now": START, "manual": true })));
-    let (status, _) = service.post("/v1/clock", &service.gym, json!({ "advance_seconds": 60 })).await;
+    assert_eq!(
+        (status, clock),
+        (StatusCode::OK, json!({ "now": START, "manual": true }))
+    );
+    let (status, _) = service
+        .post("/v1/clock", &service.gym, json!({ "advance_seconds": 60 }))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, body) = service.post("/v1/clock", &service.admin, json!({ "advance_seconds": -60 })).await;
+    let (status, body) = service
+        .post(
+            "/v1/clock",
+            &service.admin,
+            json!({ "advance_seconds": -60 }),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error_message(&body).contains("`-60`"), "{body}");
     let (status, _) = service.post("/v1/clock", &service.admin, json!({})).await;

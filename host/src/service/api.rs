@@ -10,8 +10,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use rulehost_sdk::wire::{
-    Actor, AuthorizeDecision, AuthorizeInput, BillingInput, Hook, Subject, SubjectKind,
-    SubjectRef, Timestamp, TransitionDecision, TransitionInput, Trigger,
+    Actor, AuthorizeDecision, AuthorizeInput, BillingInput, Hook, Subject, SubjectKind, SubjectRef,
+    Timestamp, TransitionDecision, TransitionInput, Trigger,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -206,7 +206,11 @@ async fn openapi_json() -> Response {
             .to_json()
             .unwrap_or_else(|e| json!({ "error": e.to_string() }).to_string())
     });
-    ([(header::CONTENT_TYPE, "application/json")], document.clone()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.clone(),
+    )
+        .into_response()
 }
 
 /// The service's time.
@@ -373,10 +377,7 @@ struct CreateToken {
     security(("bearer" = [])), params(("operator" = String, Path)),
     responses((status = 200, description = "Tokens", body = Object),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn list_tokens(
-    State(state): State<AppState>,
-    Scoped { caller, operator }: Scoped,
-) -> Reply {
+async fn list_tokens(State(state): State<AppState>, Scoped { caller, operator }: Scoped) -> Reply {
     admin_only(&caller)?;
     let tokens = state
         .blocking(move |host| host.tokens(Some(&operator)))
@@ -719,10 +720,15 @@ fn backend_subject(
         ("kind", reference.kind.name()),
         ("id", reference.id.as_str()),
     ] {
-        if let Some(other) = fields.get(field).filter(|other| other.as_str() != Some(value)) {
+        if let Some(other) = fields
+            .get(field)
+            .filter(|other| other.as_str() != Some(value))
+        {
             return Err(ApiError::bad_request(
                 "invalid_body",
-                format!("invalid body at `subject.{field}`: `{other}` differs from the path's `{value}`"),
+                format!(
+                    "invalid body at `subject.{field}`: `{other}` differs from the path's `{value}`"
+                ),
             ));
         }
         fields.insert(field.to_owned(), Value::from(value));
@@ -922,10 +928,7 @@ async fn audit_record(
     security(("bearer" = [])), params(("operator" = String, Path)),
     responses((status = 200, description = "`intact`, records checked, the first broken link", body = Object),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn verify_audit(
-    State(state): State<AppState>,
-    _scope: Scoped,
-) -> Reply {
+async fn verify_audit(State(state): State<AppState>, _scope: Scoped) -> Reply {
     let verification = state.blocking(|host| host.verify_audit()).await?;
     ok(json!({
         "intact": verification.is_intact(),
@@ -975,10 +978,7 @@ async fn replay(
     security(("bearer" = [])), params(("operator" = String, Path)),
     responses((status = 200, description = "Versions, with the active one marked", body = Object),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn list_policies(
-    State(state): State<AppState>,
-    Scoped { operator, .. }: Scoped,
-) -> Reply {
+async fn list_policies(State(state): State<AppState>, Scoped { operator, .. }: Scoped) -> Reply {
     let versions = state
         .blocking(move |host| host.policy_versions(&operator))
         .await?;

@@ -3,9 +3,9 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use super::problem::ApiError;
@@ -45,20 +45,22 @@ impl FromRequest<AppState> for JsonBytes {
                 format!("the body must be `application/json`, got `{content_type}`"),
             ));
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!(
-                        "the body is over the limit of {} bytes",
-                        state.config().body_limit
-                    ),
-                )
-            } else {
-                ApiError::bad_request("unreadable_body", rejection.body_text())
-            }
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        format!(
+                            "the body is over the limit of {} bytes",
+                            state.config().body_limit
+                        ),
+                    )
+                } else {
+                    ApiError::bad_request("unreadable_body", rejection.body_text())
+                }
+            })?;
         Ok(JsonBytes(bytes))
     }
 }
@@ -126,9 +128,7 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|secret| !secret.is_empty())
             .ok_or_else(|| {
-                ApiError::unauthorized(
-                    "the `Authorization` header is not `Bearer <token>`",
-                )
+                ApiError::unauthorized("the `Authorization` header is not `Bearer <token>`")
             })?;
         state.authenticate(secret).await
     }

@@ -84,7 +84,10 @@ impl Caller {
 
     /// Whether the caller may act for `operator`.
     fn may_act_for(&self, operator: &str) -> bool {
-        self.token.operator.as_deref().is_none_or(|own| own == operator)
+        self.token
+            .operator
+            .as_deref()
+            .is_none_or(|own| own == operator)
     }
 
     /// Whether the caller may install, activate and roll back policy sets.

@@ -7,7 +7,8 @@ use rusqlite::Connection;
 
 /// Every migration, in order. Timestamps are stored as their RFC 3339 text;
 /// schedules also keep theirs as Unix nanoseconds (`at_ns`) to be ordered.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE policy_versions (
     operator TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -128,7 +129,8 @@ CREATE TABLE cursors (
     seq INTEGER NOT NULL,
     PRIMARY KEY (operator, consumer)
 ) WITHOUT ROWID;
-"#, r#"
+"#,
+    r#"
 CREATE TABLE operators (
     id TEXT PRIMARY KEY,
     created_at TEXT NOT NULL
@@ -148,7 +150,8 @@ CREATE TABLE tokens (
 );
 
 CREATE INDEX audit_by_operator ON audit (operator, seq);
-"#];
+"#,
+];
 
 /// Applies the migrations not yet applied.
 ///

@@ -735,8 +735,7 @@ const SCHEDULE_COLUMNS: &str =
     "id, operator, subject_kind, subject_id, at, action, trigger, params, state";
 const AUDIT_COLUMNS: &str = "seq, at, operator, kind, subject_kind, subject_id, actor_kind, \
      actor_id, policy, payload, payload_sha256, redacted, prev_hash, hash";
-const TOKEN_COLUMNS: &str =
-    "id, operator, name, can_install, created_at, expires_at, revoked_at";
+const TOKEN_COLUMNS: &str = "id, operator, name, can_install, created_at, expires_at, revoked_at";
 const EVENT_COLUMNS: &str = "seq, operator, kind, subject_kind, subject_id, data, at, audit_seq";
 
 fn apply_change(conn: &Connection, change: &Change) -> Result<Committed> {
