@@ -158,7 +158,7 @@ fn admin_only(caller: &Caller) -> Result<(), ApiError> {
 fn subject_ref(kind: &str, id: &str) -> Result<SubjectRef, ApiError> {
     let kind: SubjectKind = kind
         .parse()
-        .map_err(|e| ApiError::bad_request("invalid_path", format!("{e}")))?;
+        .map_err(|e: String| ApiError::bad_request("invalid_path", e))?;
     Ok(SubjectRef::new(kind, id))
 }
 
@@ -465,9 +465,9 @@ async fn evaluate(
     Path((operator, hook)): Path<(String, String)>,
     JsonBytes(body): JsonBytes,
 ) -> Reply {
-    let hook: Hook = hook
-        .parse()
-        .map_err(|e| ApiError::bad_request("invalid_path", format!("{e}")))?;
+    let hook: Hook = hook.parse().map_err(|e: rulehost_sdk::wire::UnknownHook| {
+        ApiError::bad_request("invalid_path", e.to_string())
+    })?;
     let host = state.host();
     let now = state.now();
     let started = Instant::now();

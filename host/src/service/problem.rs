@@ -22,7 +22,7 @@ pub struct ApiError {
     /// What went wrong, naming the offending value.
     pub message: String,
     /// The policy's decision, for a request the policy refused.
-    pub decision: Option<Value>,
+    pub decision: Option<Box<Value>>,
 }
 
 /// The JSON shape of every error, for the OpenAPI document.
@@ -85,7 +85,7 @@ impl ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             code: code.into(),
             message,
-            decision: Some(decision),
+            decision: Some(Box::new(decision)),
         }
     }
 
@@ -102,7 +102,7 @@ impl IntoResponse for ApiError {
                 code: self.code,
                 message: self.message,
             },
-            decision: self.decision,
+            decision: self.decision.map(|decision| *decision),
         };
         (self.status, Json(body)).into_response()
     }
