@@ -361,6 +361,27 @@ fn without_fuel(value: &mut serde_json::Value) {
     }
 }
 
+/// `rulehost lock` or `unlock` of operator `acme`'s customer `m-1`.
+fn acme_action(db: &str, command: &str, actor: &str, params: &[&str], now: &str) -> Output {
+    let mut args = vec![
+        command,
+        "--db",
+        db,
+        "--operator",
+        "acme",
+        "--subject",
+        "customer:m-1",
+        "--actor",
+        actor,
+        "--now",
+        now,
+    ];
+    for param in params {
+        args.extend(["--param", param]);
+    }
+    rulehost(&args, None)
+}
+
 /// Runs `rulehost` on a database and returns its JSON output.
 fn run_json(args: &[&str]) -> serde_json::Value {
     eval_json(args, None)
@@ -422,60 +443,35 @@ fn policy_lock_unlock_audit_import_and_export_commands_share_one_database() {
     let rolled = run_json(&["policy", "rollback", "--db", db, "--operator", "acme"]);
     assert_eq!(rolled["active"], "gym@1");
 
-    let locked = run_json(&[
-        "lock",
-        "--db",
+    let locked = acme_action(
         db,
-        "--operator",
-        "acme",
-        "--subject",
-        "customer:m-1",
-        "--actor",
+        "lock",
         "staff:anna",
-        "--param",
-        "reason=payment_deferral",
-        "--param",
-        "duration=14_days",
-        "--now",
+        &["reason=payment_deferral", "duration=14_days"],
         "2026-11-22T10:00:00Z",
-    ]);
+    );
+    assert!(locked.status.success());
+    let locked: serde_json::Value = serde_json::from_slice(&locked.stdout).unwrap();
     assert_eq!(locked["events"][0]["kind"], "customer.locked");
-    let refused = rulehost(
-        &[
-            "unlock",
-            "--db",
-            db,
-            "--operator",
-            "acme",
-            "--subject",
-            "customer:m-1",
-            "--actor",
-            "self_service:m-1",
-            "--param",
-            "reason=paid",
-            "--now",
-            "2026-11-23T10:00:00Z",
-        ],
-        None,
+    let refused = acme_action(
+        db,
+        "unlock",
+        "self_service:m-1",
+        &["reason=paid"],
+        "2026-11-23T10:00:00Z",
     );
     assert!(!refused.status.success(), "a refused unlock exits non-zero");
     let refusal: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
     assert_eq!(refusal["decision"]["decision"]["code"], "staff_only");
-    let unlocked = run_json(&[
-        "unlock",
-        "--db",
+    let unlocked = acme_action(
         db,
-        "--operator",
-        "acme",
-        "--subject",
-        "customer:m-1",
-        "--actor",
+        "unlock",
         "staff:bob",
-        "--param",
-        "reason=paid early",
-        "--now",
+        &["reason=paid early"],
         "2026-11-23T10:00:00Z",
-    ]);
+    );
+    assert!(unlocked.status.success());
+    let unlocked: serde_json::Value = serde_json::from_slice(&unlocked.stdout).unwrap();
     assert_eq!(unlocked["events"][0]["kind"], "customer.unlocked");
     let seq = locked["audit_seq"].as_u64().unwrap().to_string();
 
