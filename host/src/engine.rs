@@ -25,6 +25,8 @@ pub struct Limits {
     pub fuel: u64,
     /// Largest reply a policy may return, in bytes.
     pub output_bytes: usize,
+    /// Largest module (`.wasm` or `.wat`) accepted at load, in bytes.
+    pub module_bytes: usize,
 }
 
 impl Default for Limits {
@@ -34,6 +36,7 @@ impl Default for Limits {
             table_elements: 10_000,
             fuel: 20_000_000,
             output_bytes: 1 << 20,
+            module_bytes: 16 << 20,
         }
     }
 }
@@ -230,6 +233,13 @@ impl Engine {
             policy: source.to_owned(),
             reason,
         };
+        let limit = self.config.limits.module_bytes;
+        if bytes.len() > limit {
+            return Err(refuse(LoadError::TooLarge {
+                bytes: bytes.len(),
+                limit,
+            }));
+        }
         let (binary, sha256) = binary_and_sha256(bytes).map_err(refuse)?;
         let module = self.compile(&sha256, &binary).map_err(refuse)?;
         PolicySet::new(self, id, sha256, module).map_err(refuse)

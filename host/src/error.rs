@@ -75,6 +75,16 @@ pub enum Error {
     #[error("store: {0}")]
     Store(String),
 
+    /// The store is full (the disk, or the size it is allowed): nothing of
+    /// the write was stored; what was acknowledged before stays.
+    #[error("the store is full, nothing of this write was stored: {0}")]
+    StoreFull(String),
+
+    /// Another connection held the store's write lock past the busy
+    /// timeout: nothing of the write was stored; try again.
+    #[error("the store is locked by another connection, nothing of this write was stored: {0}")]
+    StoreBusy(String),
+
     /// The store file could not be opened or migrated.
     #[error("cannot open store `{}`: {reason}", path.display())]
     OpenStore {
@@ -91,6 +101,47 @@ pub enum Error {
         operator: String,
         /// `name@version`.
         policy: String,
+    },
+
+    /// The operator requires signed policy sets and none was given.
+    #[error("operator `{operator}` requires signed policy sets: `{policy}` has no signature{hint}")]
+    SignatureRequired {
+        /// The operator.
+        operator: String,
+        /// `name@version`.
+        policy: String,
+        /// What to do about it.
+        hint: &'static str,
+    },
+
+    /// The signature of a policy set does not verify.
+    #[error("the signature of `{policy}` for operator `{operator}` is refused: {reason}")]
+    SignatureInvalid {
+        /// The operator.
+        operator: String,
+        /// `name@version`.
+        policy: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// A public key that cannot be trusted as given.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+
+    /// A stored module no longer matches the sha256 it was installed with.
+    #[error(
+        "policy `{policy}` of operator `{operator}` no longer matches its pinned sha256 `{pinned}` (the store holds a module with sha256 `{found}`)"
+    )]
+    PinMismatch {
+        /// The operator.
+        operator: String,
+        /// `name@version`.
+        policy: String,
+        /// The sha256 recorded at install.
+        pinned: String,
+        /// The sha256 of the module found.
+        found: String,
     },
 
     /// That policy version is not installed for the operator.
@@ -224,6 +275,14 @@ pub enum LoadError {
         /// Their size in bytes.
         bytes: u64,
         /// The sandbox's memory limit.
+        limit: usize,
+    },
+    /// The module is larger than the host accepts.
+    #[error("is {bytes} bytes, over the limit of {limit} bytes for a module")]
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The limit.
         limit: usize,
     },
     /// Instantiating it or calling `rulehost_abi_version` failed.

@@ -52,6 +52,7 @@ pub struct Host {
     store: Arc<dyn Store>,
     operators: Operators,
     schedules_changed: tokio::sync::Notify,
+    require_signatures: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Host {
@@ -133,6 +134,7 @@ impl Host {
         let operators = Operators::new();
         for (operator, stored) in store.active_policies()? {
             let policy = engine.load(stored.id.clone(), &stored.wasm)?;
+            check_pin(&operator, &stored, &policy)?;
             let active = Active::checked(&operator, policy, &stored.settings, stored.installed_at)?;
             operators.replace(&operator, active);
         }
@@ -141,6 +143,7 @@ impl Host {
             store,
             operators,
             schedules_changed: tokio::sync::Notify::new(),
+            require_signatures: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -160,7 +163,8 @@ impl Host {
     /// # Errors
     ///
     /// Load and settings errors; [`Error::PolicyVersionExists`]; store
-    /// errors.
+    /// errors; [`Error::SignatureRequired`] when the operator requires
+    /// signed policy sets (see [`Host::install_signed`]).
     pub fn install(
         &self,
         operator: &str,
@@ -170,14 +174,41 @@ impl Host {
         by: &Actor,
         now: Timestamp,
     ) -> Result<PolicySet> {
+        self.install_signed(operator, id, wasm, None, settings, by, now)
+    }
+
+    /// [`Host::install`] with an ed25519 signature (hex) over the module
+    /// (see [`crate::integrity`]). A signature is required when the operator
+    /// trusts any key, or for every operator once
+    /// [`Host::require_signatures`] is on; it must verify under one of the
+    /// operator's trusted keys.
+    ///
+    /// # Errors
+    ///
+    /// As [`Host::install`]; [`Error::SignatureRequired`],
+    /// [`Error::SignatureInvalid`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn install_signed(
+        &self,
+        operator: &str,
+        id: PolicyId,
+        wasm: &[u8],
+        signature: Option<&str>,
+        settings: &Value,
+        by: &Actor,
+        now: Timestamp,
+    ) -> Result<PolicySet> {
         let policy = self.engine.load(id.clone(), wasm)?;
+        let signed_by = self.check_signature(operator, &policy, signature)?;
         Active::checked(operator, policy.clone(), settings, now)?;
         let audit = NewAudit {
             kind: "policy.installed".to_owned(),
             subject: None,
             actor: by.clone(),
             policy: Some(id.clone()),
-            payload: json!({ "sha256": policy.sha256(), "settings": settings }).to_string(),
+            payload:
+                json!({ "sha256": policy.sha256(), "settings": settings, "signed_by": signed_by })
+                    .to_string(),
         };
         let stored = StoredPolicy {
             id,
@@ -213,6 +244,7 @@ impl Host {
                     policy: id.to_string(),
                 })?;
         let policy = self.engine.load(id.clone(), &stored.wasm)?;
+        check_pin(operator, &stored, &policy)?;
         let active = Active::checked(operator, policy, &stored.settings, now)?;
         let audit = NewAudit {
             kind: "policy.activated".to_owned(),
@@ -886,6 +918,79 @@ impl Host {
         })
     }
 
+    /// Requires (or stops requiring) that every operator's policy sets are
+    /// signed by one of its trusted keys. Operators that trust a key always
+    /// require signatures.
+    pub fn require_signatures(&self, required: bool) {
+        self.require_signatures
+            .store(required, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Trusts an ed25519 public key (64 hex characters) to sign the
+    /// operator's policy sets; from then on the operator's installs must be
+    /// signed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidKey`]; store errors.
+    pub fn trust_key(&self, operator: &str, key: &str, by: &Actor, now: Timestamp) -> Result<()> {
+        crate::access::check_operator_id(operator)?;
+        let key = key.trim().to_ascii_lowercase();
+        crate::integrity::parse_public_key(&key).map_err(Error::InvalidKey)?;
+        let audit = NewAudit {
+            kind: "key.trusted".to_owned(),
+            subject: None,
+            actor: by.clone(),
+            policy: None,
+            payload: json!({ "public_key": key }).to_string(),
+        };
+        self.store.add_trusted_key(operator, &key, now, audit)
+    }
+
+    /// The public keys trusted to sign the operator's policy sets.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub fn trusted_keys(&self, operator: &str) -> Result<Vec<String>> {
+        self.store.trusted_keys(operator)
+    }
+
+    /// The key that signed `policy`, when a signature is required or given.
+    fn check_signature(
+        &self,
+        operator: &str,
+        policy: &PolicySet,
+        signature: Option<&str>,
+    ) -> Result<Option<String>> {
+        let keys = self.store.trusted_keys(operator)?;
+        let required = !keys.is_empty()
+            || self
+                .require_signatures
+                .load(std::sync::atomic::Ordering::Relaxed);
+        let Some(signature) = signature else {
+            if !required {
+                return Ok(None);
+            }
+            return Err(Error::SignatureRequired {
+                operator: operator.to_owned(),
+                policy: policy.id().to_string(),
+                hint: if keys.is_empty() {
+                    " and the operator trusts no key yet"
+                } else {
+                    ""
+                },
+            });
+        };
+        crate::integrity::verify(&keys, policy.sha256(), signature)
+            .map(Some)
+            .map_err(|reason| Error::SignatureInvalid {
+                operator: operator.to_owned(),
+                policy: policy.id().to_string(),
+                reason,
+            })
+    }
+
     /// Adds an operator; its policy set is installed and activated after.
     ///
     /// # Errors
@@ -1006,6 +1111,20 @@ impl Host {
             .policy
             .evaluate::<Transition>(operator, now, &active.settings, &input))
     }
+}
+
+/// Refuses a stored module that no longer has the sha256 it was installed
+/// with.
+fn check_pin(operator: &str, stored: &StoredPolicy, policy: &PolicySet) -> Result<()> {
+    if stored.sha256 == policy.sha256() {
+        return Ok(());
+    }
+    Err(Error::PinMismatch {
+        operator: operator.to_owned(),
+        policy: stored.id.to_string(),
+        pinned: stored.sha256.clone(),
+        found: policy.sha256().to_owned(),
+    })
 }
 
 /// What [`Host::add_state`] read.

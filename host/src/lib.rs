@@ -47,6 +47,7 @@ mod error;
 mod evaluation;
 mod host;
 pub mod import;
+pub mod integrity;
 mod operators;
 mod policy;
 pub mod scheduler;

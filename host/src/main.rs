@@ -206,6 +206,10 @@ struct ServeArgs {
     /// `POST /v1/clock`: for demos and tests, never production.
     #[arg(long, value_name = "TIME")]
     clock: Option<Timestamp>,
+    /// Require every operator's policy sets to be signed by one of its
+    /// trusted keys (`rulehost policy trust`).
+    #[arg(long, env = "RULEHOST_REQUIRE_SIGNED")]
+    require_signed: bool,
 }
 
 #[derive(Subcommand)]
@@ -231,6 +235,38 @@ enum PolicyCommand {
         /// Activate it right away.
         #[arg(long)]
         activate: bool,
+        /// The module's ed25519 signature in hex (`rulehost policy sign`);
+        /// required once the operator trusts a key.
+        #[arg(long, value_name = "HEX")]
+        signature: Option<String>,
+    },
+    /// Trust an ed25519 public key to sign the operator's policy sets; from
+    /// then on its installs must be signed.
+    Trust {
+        #[command(flatten)]
+        db: Db,
+        /// The operator.
+        #[arg(long)]
+        operator: String,
+        /// The public key, 64 hex characters (`rulehost policy keygen`).
+        #[arg(long, value_name = "HEX")]
+        key: String,
+    },
+    /// Make a signing key: writes its secret seed to FILE (readable by you
+    /// only) and prints the public key to trust.
+    Keygen {
+        /// Where to write the secret seed; refused if it exists.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Sign a policy module with a key from `rulehost policy keygen`; prints
+    /// the signature in hex, for `policy install --signature` or the API.
+    Sign {
+        /// The signing key's file.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The module: `.wasm`, `.wat` or `bundled:FLAVOUR`.
+        file: PathBuf,
     },
     /// List the operator's versions; the active one is marked.
     List {
@@ -511,6 +547,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             None => (ServiceClock::System, Arc::new(SystemClock)),
         };
         let admin = rulehost::service::seed_demo(&host, scheduler_clock.now())?;
+        host.require_signatures(args.require_signed);
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on `{}`", args.listen))?;
@@ -585,6 +622,7 @@ fn policy(command: PolicyCommand) -> Result<ExitCode> {
             version,
             settings,
             activate,
+            signature,
         } => {
             let wasm = read_module(&file)?;
             let settings = match settings {
@@ -600,11 +638,41 @@ fn policy(command: PolicyCommand) -> Result<ExitCode> {
                 host.create_operator(&operator, now)?;
             }
             let id = PolicyId::new(name, version);
-            let policy = host.install(&operator, id.clone(), &wasm, &settings, &by, now)?;
+            let policy = host.install_signed(
+                &operator,
+                id.clone(),
+                &wasm,
+                signature.as_deref(),
+                &settings,
+                &by,
+                now,
+            )?;
             if activate {
                 host.activate(&operator, &id, &by, now)?;
             }
             print_json(&json!({ "installed": id, "sha256": policy.sha256(), "active": activate }))?;
+        }
+        PolicyCommand::Trust { db, operator, key } => {
+            open(&db)?.trust_key(&operator, &key, &by, now)?;
+            print_json(&json!({ "operator": operator, "trusted": key }))?;
+        }
+        PolicyCommand::Keygen { out } => {
+            let (seed, public) = rulehost::integrity::new_key().map_err(anyhow::Error::msg)?;
+            write_secret(&out, &seed)?;
+            println!("{public}");
+        }
+        PolicyCommand::Sign { key, file } => {
+            let seed = std::fs::read_to_string(&key)
+                .with_context(|| format!("cannot read signing key `{}`", key.display()))?;
+            let wasm = read_module(&file)?;
+            let engine = Engine::new(EngineConfig::default())?;
+            let sha256 = engine
+                .load(PolicyId::new("signing", 0), &wasm)?
+                .sha256()
+                .to_owned();
+            let signature = rulehost::integrity::sign(&seed, &sha256)
+                .map_err(|e| anyhow::anyhow!("`{}`: {e}", key.display()))?;
+            println!("{signature}");
         }
         PolicyCommand::List { db, operator } => {
             print_json(&open(&db)?.policy_versions(&operator)?)?;
@@ -630,6 +698,19 @@ fn policy(command: PolicyCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a secret to a new file only its owner may read.
+fn write_secret(path: &Path, secret: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create `{}` (it must not exist yet)", path.display()))?;
+    writeln!(file, "{secret}").with_context(|| format!("cannot write `{}`", path.display()))
 }
 
 /// The bytes of a module file, or of a bundled policy set

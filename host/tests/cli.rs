@@ -1,7 +1,11 @@
-//! `rulehost eval` on `.wasm` and `.wat` policies, as a user runs it.
+//! The `rulehost` command as a user runs it: `eval`, `serve` (the README's
+//! curl session, crash safety), the operator and policy author commands.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+#[path = "cli/crash.rs"]
+mod crash;
 
 fn rulehost(args: &[&str], stdin: Option<&str>) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rulehost"));

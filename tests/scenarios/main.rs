@@ -3,6 +3,9 @@
 
 mod abi;
 mod cases;
+mod faults;
+mod hostile;
+mod integrity;
 mod service;
 mod state;
 mod subscription;

@@ -195,6 +195,8 @@ const ROUTES: &[(&str, &str)] = &[
         "/v1/operators/{operator}/policies/{name}/{version}/activate",
     ),
     ("POST", "/v1/operators/{operator}/policies/rollback"),
+    ("GET", "/v1/operators/{operator}/keys"),
+    ("POST", "/v1/operators/{operator}/keys"),
     ("POST", "/v1/operators/{operator}/imports"),
 ];
 
@@ -1253,4 +1255,110 @@ async fn the_clock_moves_only_when_manual_and_only_for_the_admin() {
         .unwrap();
     let response = app.oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn every_route_refuses_missing_malformed_unknown_expired_and_revoked_tokens() {
+    let service = Service::start();
+    let (_, expiring) = service
+        .post(
+            &format!("{GYM}/tokens"),
+            &service.admin,
+            json!({ "name": "short", "expires_at": "2026-11-22T11:00:00Z" }),
+        )
+        .await;
+    let expiring = expiring["token"].as_str().unwrap().to_owned();
+    let (_, revoked) = service
+        .post(
+            &format!("{GYM}/tokens"),
+            &service.admin,
+            json!({ "name": "gone" }),
+        )
+        .await;
+    let revoked_id = revoked["record"]["id"].as_u64().unwrap();
+    let revoked = revoked["token"].as_str().unwrap().to_owned();
+    let (status, _) = service
+        .call(
+            Method::DELETE,
+            &format!("{GYM}/tokens/{revoked_id}"),
+            Some(&service.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    service
+        .post(
+            "/v1/clock",
+            &service.admin,
+            json!({ "set": "2026-11-22T12:00:00Z" }),
+        )
+        .await;
+
+    let headers: [(&str, Option<String>, &str); 6] = [
+        (
+            "missing",
+            None,
+            "no bearer token: send `Authorization: Bearer <token>`",
+        ),
+        (
+            "empty",
+            Some("Bearer ".to_owned()),
+            "the `Authorization` header is not `Bearer <token>`",
+        ),
+        (
+            "not bearer",
+            Some(format!("Token {}", service.gym)),
+            "the `Authorization` header is not `Bearer <token>`",
+        ),
+        (
+            "unknown",
+            Some("Bearer rht_forged".to_owned()),
+            "the bearer token is not known",
+        ),
+        (
+            "expired",
+            Some(format!("Bearer {expiring}")),
+            "the bearer token has expired",
+        ),
+        (
+            "revoked",
+            Some(format!("Bearer {revoked}")),
+            "the bearer token was revoked",
+        ),
+    ];
+    let mut checked = 0;
+    for (method, template) in ROUTES {
+        if PUBLIC.contains(template) {
+            continue;
+        }
+        let path = concrete(template, "demo-gym");
+        for (what, header, message) in &headers {
+            let mut request = Request::builder()
+                .method(*method)
+                .uri(&path)
+                .header(header::CONTENT_TYPE, "application/json");
+            if let Some(value) = header {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            let body = if *method == "GET" || *method == "DELETE" {
+                Body::empty()
+            } else {
+                Body::from(lock_body().to_string())
+            };
+            let (status, text) = service.raw(request.body(body).unwrap()).await;
+            let answer: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{what} token on {method} {path}: {text}"
+            );
+            assert_eq!(
+                answer,
+                json!({ "error": { "code": "unauthorized", "message": message } }),
+                "{what} token on {method} {path}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, (ROUTES.len() - PUBLIC.len()) * headers.len());
 }

@@ -728,7 +728,7 @@ fn a_store_from_a_newer_rulehost_or_not_a_database_is_refused_naming_the_file() 
     assert_eq!(
         error,
         format!(
-            "cannot open store `{}`: its schema version `99` is newer than this rulehost's `2`",
+            "cannot open store `{}`: its schema version `99` is newer than this rulehost's `3`",
             newer.display()
         )
     );

@@ -77,6 +77,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(verify_audit))
         .routes(routes!(replay))
         .routes(routes!(list_policies, install_policy))
+        .routes(routes!(list_keys, trust_key))
         .routes(routes!(activate_policy))
         .routes(routes!(rollback_policy))
         .routes(routes!(import_locks))
@@ -1004,6 +1005,9 @@ struct InstallPolicy {
     /// Activate it right away.
     #[serde(default)]
     activate: bool,
+    /// An ed25519 signature over the module, in hex (see `rulehost policy
+    /// sign`); required once the operator trusts a key.
+    signature: Option<String>,
 }
 
 fn may_install(caller: &Caller) -> Result<(), ApiError> {
@@ -1058,10 +1062,19 @@ async fn install_policy(
     let by = caller.actor();
     let now = state.now();
     let activate = request.activate;
+    let signature = request.signature;
     let installed = id.clone();
     let policy = state
         .blocking(move |host| {
-            let policy = host.install(&operator, id.clone(), &wasm, &settings, &by, now)?;
+            let policy = host.install_signed(
+                &operator,
+                id.clone(),
+                &wasm,
+                signature.as_deref(),
+                &settings,
+                &by,
+                now,
+            )?;
             if activate {
                 host.activate(&operator, &id, &by, now)?;
             }
@@ -1073,6 +1086,47 @@ async fn install_policy(
         "sha256": policy.sha256(),
         "active": activate,
     }))
+}
+
+/// A key to trust.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct TrustKey {
+    /// An ed25519 public key, 64 hex characters (`rulehost policy keygen`).
+    public_key: String,
+}
+
+/// The public keys trusted to sign the operator's policy sets.
+#[utoipa::path(get, path = "/v1/operators/{operator}/keys", tag = "policies",
+    security(("bearer" = [])), params(("operator" = String, Path)),
+    responses((status = 200, description = "Trusted keys", body = Object),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn list_keys(State(state): State<AppState>, Scoped { operator, .. }: Scoped) -> Reply {
+    let keys = state
+        .blocking(move |host| host.trusted_keys(&operator))
+        .await?;
+    ok(json!({ "keys": keys }))
+}
+
+/// Trusts a key to sign the operator's policy sets (admin token); from then
+/// on every install for the operator must be signed.
+#[utoipa::path(post, path = "/v1/operators/{operator}/keys", tag = "policies",
+    security(("bearer" = [])), params(("operator" = String, Path)), request_body = TrustKey,
+    responses((status = 201, description = "Trusted", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn trust_key(
+    State(state): State<AppState>,
+    Scoped { caller, operator }: Scoped,
+    Body(request): Body<TrustKey>,
+) -> Reply {
+    admin_only(&caller)?;
+    let by = caller.actor();
+    let now = state.now();
+    state
+        .blocking(move |host| host.trust_key(&operator, &request.public_key, &by, now))
+        .await?;
+    created(json!({ "trusted": true }))
 }
 
 /// Makes an installed version the active one, without a restart (HOST-6).

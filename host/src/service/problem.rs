@@ -134,6 +134,16 @@ impl From<Error> for ApiError {
             Error::SettingsNotObject { .. } => (StatusCode::BAD_REQUEST, "invalid_settings"),
             Error::InvalidSettings { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "settings_refused"),
             Error::PolicyFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "policy_failed"),
+            Error::SignatureRequired { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "signature_required")
+            }
+            Error::SignatureInvalid { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "signature_invalid")
+            }
+            Error::InvalidKey(_) => (StatusCode::BAD_REQUEST, "invalid_key"),
+            Error::PinMismatch { .. } => (StatusCode::CONFLICT, "pin_mismatch"),
+            Error::StoreFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "store_full"),
+            Error::StoreBusy(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_busy"),
             Error::Engine(_) | Error::Store(_) | Error::OpenStore { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "host_error")
             }

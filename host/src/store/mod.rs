@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::PolicyId;
 use crate::error::Result;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, StoreOptions};
 
 /// The action of the schedule a timed lock gets: it fires with trigger
 /// `expired` when the lock's `until` has come.
@@ -639,4 +639,25 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// Store faults.
     fn audit_records(&self, operator: &str, after: u64, limit: usize) -> Result<Vec<AuditRecord>>;
+
+    /// Trusts an ed25519 public key (hex) for the operator's policy sets,
+    /// with the audit record saying who did.
+    ///
+    /// # Errors
+    ///
+    /// Store faults.
+    fn add_trusted_key(
+        &self,
+        operator: &str,
+        key: &str,
+        at: Timestamp,
+        audit: NewAudit,
+    ) -> Result<()>;
+
+    /// The public keys trusted for the operator's policy sets.
+    ///
+    /// # Errors
+    ///
+    /// Store faults.
+    fn trusted_keys(&self, operator: &str) -> Result<Vec<String>>;
 }

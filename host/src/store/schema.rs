@@ -151,6 +151,14 @@ CREATE TABLE tokens (
 
 CREATE INDEX audit_by_operator ON audit (operator, seq);
 "#,
+    r#"
+CREATE TABLE trusted_keys (
+    operator TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    added_at TEXT NOT NULL,
+    PRIMARY KEY (operator, public_key)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Applies the migrations not yet applied.

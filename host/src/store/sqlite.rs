@@ -43,15 +43,50 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl From<rusqlite::Error> for Error {
     fn from(error: rusqlite::Error) -> Self {
-        Error::Store(error.to_string())
+        match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => Error::StoreFull(error.to_string()),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                Error::StoreBusy(error.to_string())
+            }
+            _ => Error::Store(error.to_string()),
+        }
+    }
+}
+
+/// The same store fault again, for each caller of a failed batch.
+fn refault(error: &Error) -> Error {
+    match error {
+        Error::StoreFull(why) => Error::StoreFull(why.clone()),
+        Error::StoreBusy(why) => Error::StoreBusy(why.clone()),
+        Error::Store(why) => Error::Store(why.clone()),
+        other => Error::Store(other.to_string()),
     }
 }
 
 /// Runs after the batch's commit, with the commit's error if it failed.
-type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+type Finish = Box<dyn FnOnce(Option<&Error>) + Send>;
 /// A write: runs inside the batch's transaction (or learns why there is
 /// none) and returns how to answer its caller once the batch is committed.
-type Job = Box<dyn FnOnce(std::result::Result<&Connection, &str>) -> Finish + Send>;
+type Job = Box<dyn FnOnce(std::result::Result<&Connection, &Error>) -> Finish + Send>;
+
+/// How a [`SqliteStore`] is opened.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// How long a write waits for a lock another process holds.
+    pub busy_timeout: Duration,
+    /// The most pages the file may grow to (SQLite's `max_page_count`);
+    /// `None` leaves SQLite's own limit.
+    pub max_page_count: Option<u64>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            busy_timeout: BUSY_TIMEOUT,
+            max_page_count: None,
+        }
+    }
+}
 
 /// The SQLite store. See the module documentation.
 #[derive(Debug)]
@@ -71,6 +106,15 @@ impl SqliteStore {
     /// [`Error::OpenStore`] naming the file, when it cannot be opened, is
     /// not a rulehost store, or comes from a newer rulehost.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        SqliteStore::open_with(path, &StoreOptions::default())
+    }
+
+    /// [`SqliteStore::open`] with options.
+    ///
+    /// # Errors
+    ///
+    /// As [`SqliteStore::open`].
+    pub fn open_with(path: impl AsRef<Path>, options: &StoreOptions) -> Result<Self> {
         configure_sqlite();
         let path = path.as_ref().to_path_buf();
         let refuse = |reason: String| Error::OpenStore {
@@ -81,6 +125,12 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| refuse(e.to_string()))?;
         schema::migrate(&mut conn).map_err(refuse)?;
+        conn.busy_timeout(options.busy_timeout)
+            .map_err(|e| refuse(e.to_string()))?;
+        if let Some(pages) = options.max_page_count {
+            conn.pragma_update(None, "max_page_count", pages as i64)
+                .map_err(|e| refuse(e.to_string()))?;
+        }
         let (jobs, queue) = mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("rulehost-store-writer".into())
@@ -118,12 +168,15 @@ impl SqliteStore {
         let job: Job = Box::new(move |conn| {
             let result = match conn {
                 Ok(conn) => job(conn),
-                Err(why) => Err(Error::Store(why.to_owned())),
+                Err(fault) => Err(refault(fault)),
             };
             Box::new(move |commit_failed| {
-                let result = match commit_failed {
-                    Some(why) => Err(Error::Store(format!("commit failed: {why}"))),
-                    None => result,
+                // A write's own error says most; a write that went through
+                // fails with its batch.
+                let result = match (result, commit_failed) {
+                    (Err(error), _) => Err(error),
+                    (Ok(_), Some(fault)) => Err(refault(fault)),
+                    (ok, None) => ok,
                 };
                 // The caller may have gone; nothing is left to tell then.
                 let _ = answer.send(result);
@@ -206,24 +259,46 @@ fn run_writer(conn: &Connection, queue: &Receiver<Job>) {
             }
         }
         if let Err(error) = run(conn, "BEGIN IMMEDIATE") {
-            let why = error.to_string();
+            let fault = Error::from(error);
             for job in batch {
-                job(Err(&why))(None);
+                job(Err(&fault))(None);
             }
             continue;
         }
         // Another process may have appended since the last batch; within
         // this one the write lock is ours.
         AUDIT_TAIL.set(None);
-        let finishes: Vec<Finish> = batch.into_iter().map(|job| job(Ok(conn))).collect();
-        let commit_failed = run(conn, "COMMIT").err().map(|error| {
-            // Leaves the connection usable for the next batch; the commit's
-            // error is what the callers need to hear.
-            let _ = run(conn, "ROLLBACK");
-            error.to_string()
-        });
+        let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
+        let mut aborted: Option<Error> = None;
+        for job in batch {
+            match &aborted {
+                Some(fault) => finishes.push(job(Err(fault))),
+                None => {
+                    finishes.push(job(Ok(conn)));
+                    // A full disk or an I/O error can make SQLite roll the
+                    // whole transaction back; the writes after it must not
+                    // run outside the batch, nor the batch be reported
+                    // committed.
+                    if conn.is_autocommit() {
+                        aborted = Some(Error::Store(
+                            "the store rolled back this batch of writes after a fault in one of them; nothing of it was stored"
+                                .to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+        let commit_failed = match aborted {
+            Some(fault) => Some(fault),
+            None => run(conn, "COMMIT").err().map(|error| {
+                // Leaves the connection usable for the next batch; the
+                // commit's error is what the callers need to hear.
+                let _ = run(conn, "ROLLBACK");
+                Error::from(error)
+            }),
+        };
         for finish in finishes {
-            finish(commit_failed.as_deref());
+            finish(commit_failed.as_ref());
         }
     }
 }
@@ -268,6 +343,11 @@ fn in_savepoint<T>(
     let result = work(conn);
     if result.is_err() {
         AUDIT_TAIL.set(tail);
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (a full disk, an I/O
+            // error): the savepoint is gone with it, the error is the news.
+            return result;
+        }
         run(conn, &format!("ROLLBACK TO {name}"))?;
     }
     run(conn, &format!("RELEASE {name}"))?;
@@ -439,19 +519,24 @@ impl Store for SqliteStore {
 
     fn commit(&self, changes: Vec<Change>) -> Vec<Result<Committed>> {
         let count = changes.len();
-        // Each change is its own unit; the job as a whole cannot fail.
+        // Each change is its own unit; the job as a whole fails only when
+        // a fault took the whole transaction with it.
         let results = self.submit(move |conn| {
-            Ok(changes
-                .iter()
-                .map(|change| in_savepoint(conn, "change", |conn| apply_change(conn, change)))
-                .collect::<Vec<_>>())
+            let mut results = Vec::with_capacity(changes.len());
+            for change in &changes {
+                let result = in_savepoint(conn, "change", |conn| apply_change(conn, change));
+                if conn.is_autocommit() {
+                    return Err(result.err().unwrap_or_else(|| {
+                        Error::Store("the store's transaction ended unexpectedly".to_owned())
+                    }));
+                }
+                results.push(result);
+            }
+            Ok(results)
         });
         match results {
             Ok(results) => results,
-            Err(error) => {
-                let why = error.to_string();
-                (0..count).map(|_| Err(Error::Store(why.clone()))).collect()
-            }
+            Err(error) => (0..count).map(|_| Err(refault(&error))).collect(),
         }
     }
 
@@ -709,6 +794,39 @@ impl Store for SqliteStore {
                 return Err(Error::UnknownToken(id));
             }
             Ok(())
+        })
+    }
+
+    fn add_trusted_key(
+        &self,
+        operator: &str,
+        key: &str,
+        at: Timestamp,
+        audit: NewAudit,
+    ) -> Result<()> {
+        let (operator, key) = (operator.to_owned(), key.to_owned());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO operators (id, created_at) VALUES (?1, ?2)",
+                params![operator, at.to_string()],
+            )?;
+            conn.execute(
+                "INSERT OR IGNORE INTO trusted_keys (operator, public_key, added_at)
+                 VALUES (?1, ?2, ?3)",
+                params![operator, key, at.to_string()],
+            )?;
+            append_audit(conn, &operator, at, &audit).map(drop)
+        })
+    }
+
+    fn trusted_keys(&self, operator: &str) -> Result<Vec<String>> {
+        self.read(|conn| {
+            rows(
+                conn,
+                "SELECT public_key FROM trusted_keys WHERE operator = ?1 ORDER BY added_at, public_key",
+                params![operator],
+                |row| Ok(row.get(0)?),
+            )
         })
     }
 

@@ -1,0 +1,166 @@
+//! Store faults: a full store and a store locked by another connection
+//! refuse writes with a clear error, lose nothing acknowledged, and keep
+//! serving reads.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rulehost::store::{SqliteStore, StoreOptions};
+use rulehost::wire::{Actor, Subject, SubjectKind, SubjectRef, TransitionInput, Trigger};
+use rulehost::{Engine, EngineConfig, Error, Host, Outcome, PolicyId};
+use serde_json::json;
+
+use crate::support::at;
+
+const NOW: &str = "2026-11-22T10:00:00Z";
+
+fn host_on(path: &Path, options: &StoreOptions) -> Host {
+    let store = SqliteStore::open_with(path, options).unwrap();
+    Host::new(
+        Engine::new(EngineConfig::default()).unwrap(),
+        Arc::new(store),
+    )
+    .unwrap()
+}
+
+fn with_gym(path: &Path) -> Host {
+    let host = host_on(path, &StoreOptions::default());
+    let gym = PolicyId::new("gym", 1);
+    let by = Actor::system("test");
+    host.install(
+        "gym",
+        gym.clone(),
+        rulehost::bundled::get("gym").unwrap(),
+        &json!({}),
+        &by,
+        at(NOW),
+    )
+    .unwrap();
+    host.activate("gym", &gym, &by, at(NOW)).unwrap();
+    host
+}
+
+fn lock(host: &Host, member: &str) -> rulehost::Result<Outcome> {
+    host.transition(
+        "gym",
+        at(NOW),
+        TransitionInput {
+            trigger: Trigger::Action,
+            action: "lock".into(),
+            actor: Actor::staff("anna"),
+            subject: Subject::new(SubjectKind::Customer, member),
+            params: json!({ "reason": "payment_deferral", "duration": "14_days" }),
+        },
+    )
+}
+
+fn locks_of(host: &Host, member: &str) -> usize {
+    host.subject(
+        "gym",
+        &SubjectRef::new(SubjectKind::Customer, member),
+        at(NOW),
+    )
+    .unwrap()
+    .locks
+    .len()
+}
+
+#[test]
+fn a_full_store_refuses_writes_clearly_and_keeps_what_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.db");
+    let mut acknowledged = Vec::new();
+    {
+        let host = with_gym(&path);
+        for i in 0..20 {
+            let member = format!("m-{i}");
+            assert!(lock(&host, &member).unwrap().committed.is_some());
+            acknowledged.push(member);
+        }
+    }
+    // The file may not grow past its size now: a full disk.
+    let pages: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA page_count", [], |row| row.get(0))
+        .unwrap();
+    let host = host_on(
+        &path,
+        &StoreOptions {
+            max_page_count: Some(pages as u64),
+            ..StoreOptions::default()
+        },
+    );
+    let mut refused = None;
+    for i in 20..20_000 {
+        let member = format!("m-{i}");
+        match lock(&host, &member) {
+            Ok(outcome) => {
+                assert!(outcome.committed.is_some());
+                acknowledged.push(member);
+            }
+            Err(error) => {
+                refused = Some((member, error));
+                break;
+            }
+        }
+    }
+    let (member, error) = refused.expect("the store fills up");
+    assert!(matches!(error, Error::StoreFull(_)), "{error}");
+    assert_eq!(
+        error.to_string(),
+        "the store is full, nothing of this write was stored: database or disk is full"
+    );
+
+    // Reads are served; everything acknowledged is there; the refused lock
+    // left nothing.
+    for acked in &acknowledged {
+        assert_eq!(locks_of(&host, acked), 1, "{acked}");
+    }
+    assert_eq!(locks_of(&host, &member), 0);
+    assert_eq!(
+        host.events("gym", "crm", 100_000).unwrap().len(),
+        acknowledged.len()
+    );
+    assert!(host.verify_audit().unwrap().is_intact());
+    drop(host);
+
+    // With room again, the same write goes through and nothing was lost.
+    let host = host_on(&path, &StoreOptions::default());
+    assert!(lock(&host, &member).unwrap().committed.is_some());
+    for acked in &acknowledged {
+        assert_eq!(locks_of(&host, acked), 1, "{acked}");
+    }
+    assert!(host.verify_audit().unwrap().is_intact());
+}
+
+#[test]
+fn a_store_locked_by_another_connection_refuses_writes_and_keeps_serving_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("locked.db");
+    drop(with_gym(&path));
+    let host = host_on(
+        &path,
+        &StoreOptions {
+            busy_timeout: Duration::from_millis(200),
+            ..StoreOptions::default()
+        },
+    );
+    assert!(lock(&host, "m-1").unwrap().committed.is_some());
+
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let error = lock(&host, "m-2").unwrap_err();
+    assert!(matches!(error, Error::StoreBusy(_)), "{error}");
+    assert_eq!(
+        error.to_string(),
+        "the store is locked by another connection, nothing of this write was stored: database is locked"
+    );
+    assert_eq!(locks_of(&host, "m-1"), 1, "reads are served meanwhile");
+    assert_eq!(locks_of(&host, "m-2"), 0);
+
+    other.execute_batch("ROLLBACK").unwrap();
+    assert!(lock(&host, "m-2").unwrap().committed.is_some());
+    assert_eq!(locks_of(&host, "m-2"), 1);
+    assert!(host.verify_audit().unwrap().is_intact());
+}
