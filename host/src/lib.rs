@@ -45,6 +45,8 @@ mod effects;
 mod engine;
 mod error;
 mod evaluation;
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
 pub mod import;
 pub mod integrity;

@@ -460,7 +460,7 @@ fn classify(error: &wasmtime::Error, limits: Limits) -> Failure {
 }
 
 /// Decodes a reply as the hook's output type.
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Failure> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Failure> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         Failure::new(
             FailureKind::MalformedOutput,

@@ -702,3 +702,113 @@ fn every_command_has_help_that_names_its_options() {
         }
     }
 }
+
+#[test]
+fn policy_keygen_sign_and_trust_make_an_operator_accept_only_signed_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("signed.db");
+    let db = db.to_str().unwrap();
+    let key = dir.path().join("signing.key");
+    let output = rulehost(&["policy", "keygen", "--out", key.to_str().unwrap()], None);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let public = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert_eq!(public.len(), 64);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "only its owner may read the key");
+    }
+    let again = rulehost(&["policy", "keygen", "--out", key.to_str().unwrap()], None);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("must not exist yet"));
+
+    run_json(&[
+        "policy",
+        "trust",
+        "--db",
+        db,
+        "--operator",
+        "acme",
+        "--key",
+        &public,
+    ]);
+    let unsigned = rulehost(
+        &[
+            "policy",
+            "install",
+            "--db",
+            db,
+            "--operator",
+            "acme",
+            "bundled:gym",
+            "--name",
+            "gym",
+            "--version",
+            "1",
+        ],
+        None,
+    );
+    assert_eq!(
+        one_line_error(&unsigned),
+        "error: operator `acme` requires signed policy sets: `gym@1` has no signature"
+    );
+    let output = rulehost(
+        &[
+            "policy",
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "bundled:gym",
+        ],
+        None,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let signature = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let installed = run_json(&[
+        "policy",
+        "install",
+        "--db",
+        db,
+        "--operator",
+        "acme",
+        "bundled:gym",
+        "--name",
+        "gym",
+        "--version",
+        "1",
+        "--signature",
+        &signature,
+        "--activate",
+    ]);
+    assert_eq!(installed["active"], true);
+    let tampered = rulehost(
+        &[
+            "policy",
+            "install",
+            "--db",
+            db,
+            "--operator",
+            "acme",
+            "bundled:subscription",
+            "--name",
+            "gym",
+            "--version",
+            "2",
+            "--signature",
+            &signature,
+        ],
+        None,
+    );
+    assert!(
+        one_line_error(&tampered)
+            .contains("the signature of `gym@2` for operator `acme` is refused")
+    );
+}

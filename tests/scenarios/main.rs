@@ -4,6 +4,7 @@
 mod abi;
 mod cases;
 mod faults;
+mod fuzzing;
 mod hostile;
 mod integrity;
 mod service;

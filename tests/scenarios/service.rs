@@ -1244,6 +1244,24 @@ async fn the_clock_moves_only_when_manual_and_only_for_the_admin() {
     assert!(error_message(&body).contains("`-60`"), "{body}");
     let (status, _) = service.post("/v1/clock", &service.admin, json!({})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = service
+        .post(
+            "/v1/clock",
+            &service.admin,
+            json!({ "advance_seconds": i64::MAX }),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a clock past the year 9999 is refused, not a panic"
+    );
+    assert!(
+        error_message(&body).contains("past the year 9999"),
+        "{body}"
+    );
+    let (_, clock) = service.get("/v1/clock", &service.gym).await;
+    assert_eq!(clock["now"], START, "the refused move left the clock alone");
 
     let host = service.host.clone();
     let state = AppState::new(host, ServiceClock::System, None, ServiceConfig::default());

@@ -21,6 +21,8 @@ use serde_json::json;
 
 pub use problem::{ApiError, ErrorBody};
 
+pub(crate) use api::decode_bodies;
+
 use crate::access::Refusal;
 use crate::scheduler::{Clock, ManualClock, Scheduler};
 use crate::store::TokenRecord;
