@@ -396,10 +396,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             can_install,
         } => {
             let host = open(&db)?;
-            let now = clock_now();
-            rulehost::service::seed_demo(&host, now)?;
             let (secret, _) =
-                host.create_token(operator.as_deref(), &name, can_install, None, now)?;
+                host.create_token(operator.as_deref(), &name, can_install, None, clock_now())?;
             println!("{secret}");
             Ok(ExitCode::SUCCESS)
         }

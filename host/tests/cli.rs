@@ -812,3 +812,29 @@ fn policy_keygen_sign_and_trust_make_an_operator_accept_only_signed_modules() {
             .contains("the signature of `gym@2` for operator `acme` is refused")
     );
 }
+
+#[test]
+fn token_makes_a_secret_once_and_only_for_a_known_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tokens.db");
+    let db = db.to_str().unwrap();
+    let unknown = rulehost(&["token", "--db", db, "--operator", "nobody"], None);
+    assert_eq!(one_line_error(&unknown), "error: unknown operator `nobody`");
+    let admin = rulehost(&["token", "--db", db, "--admin"], None);
+    assert!(admin.status.success());
+    let secret = String::from_utf8(admin.stdout).unwrap();
+    assert!(
+        secret.trim().starts_with("rht_") && secret.trim().len() == 68,
+        "{secret}"
+    );
+    let stored = database_contains(Path::new(db), secret.trim().as_bytes());
+    assert!(!stored, "the secret itself is never stored");
+}
+
+/// Whether `needle` appears anywhere in the database file or its WAL.
+fn database_contains(db: &Path, needle: &[u8]) -> bool {
+    [db.to_path_buf(), db.with_extension("db-wal")]
+        .iter()
+        .filter_map(|path| std::fs::read(path).ok())
+        .any(|bytes| bytes.windows(needle.len()).any(|window| window == needle))
+}
