@@ -38,5 +38,5 @@ echo "-- (a) evaluations: POST /v1/operators/demo-gym/hooks/authorize"
 wrk -t2 -c32 -d"${duration}s" --latency -s bench/authorize.lua "http://127.0.0.1:$port"
 fi
 echo "-- (b) durable writes: POST .../lock and .../unlock"
-wrk -t32 -c32 -d"${duration}s" --latency -s bench/lock-unlock.lua "http://127.0.0.1:$port"
+wrk -t2 -c32 -d"${duration}s" --latency -s bench/lock-unlock.lua "http://127.0.0.1:$port"
 echo "-- server resident memory: $(ps -o rss= -p "$server") KiB"

@@ -1,6 +1,7 @@
--- wrk script: durable writes. Run with as many threads as connections, so
--- each thread's requests are sequential: it locks a member of its own,
--- unlocks it once the lock is answered, then moves to the next member.
+-- wrk script: durable writes. Each request locks a new member or unlocks
+-- one whose lock was acknowledged (read from the lock's answer), so every
+-- request is an accepted transition committed to disk, whatever the
+-- number of connections per thread.
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("RULEHOST_TOKEN")
@@ -11,26 +12,28 @@ setup = function(thread)
   thread:set("tid", counter)
 end
 
-local member = 0
-local locked = false
+local next_member = 0
+local locked = {}
 local LOCK = '{"actor":{"kind":"staff","id":"anna"},"reason":"payment_deferral","duration":"14_days"}'
 local UNLOCK = '{"actor":{"kind":"staff","id":"anna"},"reason":"paid at the desk"}'
+local PREFIX = "/v1/operators/demo-gym/subjects/customer/"
 
 request = function()
-  local path = string.format("/v1/operators/demo-gym/subjects/customer/t%d-m%d/", tid or 0, member)
-  if locked then
-    return wrk.format(nil, path .. "unlock", nil, UNLOCK)
+  local member = table.remove(locked)
+  if member then
+    return wrk.format(nil, PREFIX .. member .. "/unlock", nil, UNLOCK)
   end
-  return wrk.format(nil, path .. "lock", nil, LOCK)
+  next_member = next_member + 1
+  return wrk.format(nil, string.format("%st%d-m%d/lock", PREFIX, tid or 0, next_member), nil, LOCK)
 end
 
 response = function(status, headers, body)
   if status >= 300 then
-    io.stderr:write(string.format("thread %d member %d: %d %s\n", tid, member, status, body))
-  elseif locked then
-    locked = false
-    member = member + 1
-  else
-    locked = true
+    io.stderr:write(string.format("thread %d: %d %s\n", tid, status, body))
+    return
+  end
+  local member = string.match(body, '"kind":"customer%.locked","operator":"[^"]*","seq":%d+,"subject":{"id":"([^"]+)"')
+  if member then
+    table.insert(locked, member)
   end
 end
