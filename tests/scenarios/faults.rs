@@ -164,3 +164,141 @@ fn a_store_locked_by_another_connection_refuses_writes_and_keeps_serving_reads()
     assert_eq!(locks_of(&host, "m-2"), 1);
     assert!(host.verify_audit().unwrap().is_intact());
 }
+
+/// Calls the service with `token`; the status and the error code.
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    use tower::ServiceExt as _;
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            body.map(ToString::to_string).unwrap_or_default(),
+        ))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn over_http_a_full_store_answers_507_a_locked_one_503_and_reads_go_on() {
+    use rulehost::service::{AppState, ServiceClock, ServiceConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("http.db");
+    let token = {
+        let host = with_gym(&path);
+        host.create_token(Some("gym"), "backend", false, None, at(NOW))
+            .unwrap()
+            .0
+    };
+    let lock_body = json!({ "actor": { "kind": "staff", "id": "anna" }, "reason": "payment_deferral", "duration": "14_days" });
+
+    // Locked by another connection: 503, reads answered.
+    let host = Arc::new(host_on(
+        &path,
+        &StoreOptions {
+            busy_timeout: Duration::from_millis(200),
+            ..StoreOptions::default()
+        },
+    ));
+    let app = AppState::new(
+        host.clone(),
+        ServiceClock::System,
+        None,
+        ServiceConfig::default(),
+    )
+    .router();
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/v1/operators/gym/subjects/customer/m-1/lock",
+        &token,
+        Some(&lock_body),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/v1/operators/gym/subjects/customer/m-2/lock",
+        &token,
+        Some(&lock_body),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("store_busy")),
+        "{body}"
+    );
+    let (status, state) = call(
+        &app,
+        "GET",
+        "/v1/operators/gym/subjects/customer/m-1",
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(state["state"]["locks"].as_array().unwrap().len(), 1);
+    other.execute_batch("ROLLBACK").unwrap();
+    drop((app, host));
+
+    // Full: 507 at the first write that does not fit, reads answered.
+    let pages: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA page_count", [], |row| row.get(0))
+        .unwrap();
+    let host = Arc::new(host_on(
+        &path,
+        &StoreOptions {
+            max_page_count: Some(pages as u64),
+            ..StoreOptions::default()
+        },
+    ));
+    let app = AppState::new(host, ServiceClock::System, None, ServiceConfig::default()).router();
+    let mut full = None;
+    for i in 2..20_000 {
+        let path = format!("/v1/operators/gym/subjects/customer/m-{i}/lock");
+        let (status, body) = call(&app, "POST", &path, &token, Some(&lock_body)).await;
+        if status != 200 {
+            full = Some((status, body));
+            break;
+        }
+    }
+    let (status, body) = full.expect("the store fills up");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (507, Some("store_full")),
+        "{body}"
+    );
+    assert_eq!(
+        body["error"]["message"],
+        "the store is full, nothing of this write was stored: database or disk is full"
+    );
+    let (status, state) = call(
+        &app,
+        "GET",
+        "/v1/operators/gym/subjects/customer/m-1",
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(state["state"]["locks"].as_array().unwrap().len(), 1);
+}
