@@ -354,17 +354,18 @@ async fn create_operator(
     let policy = state
         .blocking(move |host| {
             let policy = flavour.map(|flavour| PolicyId::new(flavour, 1));
-            // Checked before the operator exists, so a refused policy set
-            // leaves nothing behind.
-            if let (Some(policy), Some(wasm)) = (&policy, wasm) {
-                let loaded = host.engine().load(policy.clone(), wasm)?;
-                crate::Active::checked(&id, loaded, &settings, now)?;
+            let (Some(policy_id), Some(wasm)) = (&policy, wasm) else {
+                host.create_operator(&id, now)?;
+                return Ok(policy);
+            };
+            if host.list_operators()?.iter().any(|known| known.id == id) {
+                return Err(crate::Error::OperatorExists(id));
             }
-            host.create_operator(&id, now)?;
-            if let (Some(policy), Some(wasm)) = (&policy, wasm) {
-                host.install(&id, policy.clone(), wasm, &settings, &by, now)?;
-                host.activate(&id, policy, &by, now)?;
-            }
+            // Installing checks the module and the settings first, then
+            // stores the operator with its first version in one
+            // transaction: a refused policy set leaves nothing behind.
+            host.install(&id, policy_id.clone(), wasm, &settings, &by, now)?;
+            host.activate(&id, policy_id, &by, now)?;
             Ok(policy)
         })
         .await?;
