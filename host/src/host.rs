@@ -311,13 +311,9 @@ impl Host {
         &self,
         operator: &str,
         now: Timestamp,
-        mut input: AuthorizeInput,
+        input: AuthorizeInput,
     ) -> Result<Evaluation<AuthorizeDecision>> {
-        let active = self.operators.active(operator)?;
-        self.add_state(operator, &mut input.subject, now)?;
-        Ok(active
-            .policy
-            .evaluate::<Authorize>(operator, now, &active.settings, &input))
+        self.decide::<Authorize>(operator, now, input, |input| &mut input.subject)
     }
 
     /// Should billing proceed? The contract gets the host's state first.
@@ -329,13 +325,40 @@ impl Host {
         &self,
         operator: &str,
         now: Timestamp,
-        mut input: BillingInput,
+        input: BillingInput,
     ) -> Result<Evaluation<BillingDecision>> {
+        self.decide::<Billing>(operator, now, input, |input| &mut input.contract)
+    }
+
+    /// What `transition` would decide now, with the host's state added;
+    /// nothing is applied or recorded.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownOperator`]; store errors.
+    pub fn preview_transition(
+        &self,
+        operator: &str,
+        now: Timestamp,
+        input: TransitionInput,
+    ) -> Result<Evaluation<TransitionDecision>> {
+        self.decide::<Transition>(operator, now, input, |input| &mut input.subject)
+    }
+
+    /// Evaluates hook `H` of the operator's active policy set once the
+    /// host's state is added to the input's subject.
+    fn decide<H: HookKind>(
+        &self,
+        operator: &str,
+        now: Timestamp,
+        mut input: H::Input,
+        subject: fn(&mut H::Input) -> &mut Subject,
+    ) -> Result<Evaluation<H::Output>> {
         let active = self.operators.active(operator)?;
-        self.add_state(operator, &mut input.contract, now)?;
+        self.add_state(operator, subject(&mut input), now)?;
         Ok(active
             .policy
-            .evaluate::<Billing>(operator, now, &active.settings, &input))
+            .evaluate::<H>(operator, now, &active.settings, &input))
     }
 
     /// What follows from this action? The subject gets the host's state; an
@@ -1091,25 +1114,6 @@ impl Host {
         limit: usize,
     ) -> Result<Vec<AuditRecord>> {
         self.store.audit_records(operator, after, limit)
-    }
-
-    /// What `transition` would decide now, with the host's state added;
-    /// nothing is applied or recorded.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::UnknownOperator`]; store errors.
-    pub fn preview_transition(
-        &self,
-        operator: &str,
-        now: Timestamp,
-        mut input: TransitionInput,
-    ) -> Result<Evaluation<TransitionDecision>> {
-        let active = self.operators.active(operator)?;
-        self.add_state(operator, &mut input.subject, now)?;
-        Ok(active
-            .policy
-            .evaluate::<Transition>(operator, now, &active.settings, &input))
     }
 }
 
