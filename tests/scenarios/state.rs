@@ -752,6 +752,43 @@ fn a_store_from_a_newer_rulehost_or_not_a_database_is_refused_naming_the_file() 
     assert!(store.active_policies().unwrap().is_empty());
 }
 
+fn page_size(path: &Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("PRAGMA page_size", [], |row| row.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_new_store_has_2_kib_pages_and_one_with_4_kib_pages_keeps_them_and_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let new = dir.path().join("new.db");
+    drop(SqliteStore::open(&new).unwrap());
+    assert_eq!(page_size(&new), 2048);
+
+    // A store an earlier rulehost created, with SQLite's default page size:
+    // opening it again and writing to it keeps that size and the data.
+    let old_dir = dir.path().join("old");
+    std::fs::create_dir(&old_dir).unwrap();
+    let old = old_dir.join("rulehost.db");
+    let conn = rusqlite::Connection::open(&old).unwrap();
+    conn.pragma_update(None, "page_size", 4096).unwrap();
+    // Switching to WAL writes the file's header, page size included.
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    drop(conn);
+    assert_eq!(page_size(&old), 4096);
+    let host = subscription_host(&old_dir);
+    lock_c1(&host, T0, json!({ "reason": "payment_default" }));
+    drop(host);
+    assert_eq!(page_size(&old), 4096);
+
+    let host = open(&old_dir);
+    let locks = host.subject(OPERATOR, &c1(), at(T0)).unwrap().locks;
+    assert_eq!(locks.len(), 1, "{locks:?}");
+    assert_eq!(locks[0].reason, "payment_default");
+    assert!(host.verify_audit().unwrap().is_intact());
+}
+
 #[test]
 fn gym_2_host_7_a_scheduled_transition_fires_once_through_the_policy() {
     let dir = tempfile::tempdir().unwrap();

@@ -35,6 +35,15 @@ use crate::error::{Error, Result};
 /// At most this many queued writes share one commit.
 const MAX_BATCH: usize = 512;
 
+/// The page size of a new store, in bytes. A write dirties a handful of
+/// index pages at random places (a lock, its audit record and its event,
+/// each indexed by subject), and every dirty page goes to the WAL whole
+/// before the commit's fsync. With 2 KiB pages a lock or unlock writes about
+/// 40% fewer WAL bytes than with SQLite's 4 KiB default, and more of them
+/// fit a batch's fsync; expiring and verifying, which read and write in
+/// order, stay about as fast (see `benches/store.rs`).
+const PAGE_SIZE: i64 = 2048;
+
 /// Idle read connections kept for reuse.
 const MAX_IDLE_READERS: usize = 8;
 
@@ -122,6 +131,9 @@ impl SqliteStore {
             reason,
         };
         let mut conn = connect(&path).map_err(|e| refuse(e.to_string()))?;
+        // Only a new, empty file takes it; an existing store keeps its own.
+        conn.pragma_update(None, "page_size", PAGE_SIZE)
+            .map_err(|e| refuse(e.to_string()))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| refuse(e.to_string()))?;
         schema::migrate(&mut conn).map_err(refuse)?;
