@@ -5,6 +5,8 @@
 //! runs. The contract actions that stay possible are configurable and default
 //! to the four the product allows (SUB-4).
 
+use std::fmt::Write as _;
+
 use rulehost_sdk::periods::due_periods;
 use rulehost_sdk::settings::{list_errors, verdict};
 use rulehost_sdk::wire::{
@@ -312,36 +314,45 @@ fn refuse_while_locked(
     input: &AuthorizeInput,
     lock: &Lock,
 ) -> AuthorizeDecision {
-    let what = match input.subject.kind {
-        SubjectKind::Contract => format!(
-            "only {} are possible on a contract",
-            ctx.settings
-                .allowed_while_locked()
-                .map(|a| format!("`{a}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        _ => "its data cannot be changed and no orders are accepted".to_owned(),
-    };
-    AuthorizeDecision::deny(
-        "customer_locked",
-        format!(
-            "`{}` is refused while the customer is locked ({}): {what}",
-            input.action,
-            describe(lock)
-        ),
-    )
+    // One buffer for the whole reason: this is the decision a locked
+    // customer's every edit gets, so it is worth not allocating per part.
+    let mut reason = String::with_capacity(256);
+    let _ = write!(
+        reason,
+        "`{}` is refused while the customer is locked (",
+        input.action
+    );
+    write_lock(&mut reason, lock);
+    match input.subject.kind {
+        SubjectKind::Contract => {
+            reason.push_str("): only ");
+            for (i, action) in ctx.settings.allowed_while_locked().enumerate() {
+                let _ = write!(reason, "{}`{action}`", if i == 0 { "" } else { ", " });
+            }
+            reason.push_str(" are possible on a contract");
+        }
+        _ => reason.push_str("): its data cannot be changed and no orders are accepted"),
+    }
+    AuthorizeDecision::deny("customer_locked", reason)
 }
 
+/// `reason `…`, by `…` since …[ until …]`.
 fn describe(lock: &Lock) -> String {
-    let until = lock
-        .until
-        .map(|u| format!(" until {u}"))
-        .unwrap_or_default();
-    format!(
-        "reason `{}`, by `{}` since {}{until}",
+    let mut text = String::with_capacity(96);
+    write_lock(&mut text, lock);
+    text
+}
+
+fn write_lock(out: &mut String, lock: &Lock) {
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "reason `{}`, by `{}` since {}",
         lock.reason, lock.actor.id, lock.since
-    )
+    );
+    if let Some(until) = lock.until {
+        let _ = write!(out, " until {until}");
+    }
 }
 
 fn skip(code: &str, reason: String) -> BillingDecision {
