@@ -39,8 +39,8 @@ const MAX_BATCH: usize = 512;
 /// index pages at random places (a lock, its audit record and its event,
 /// each indexed by subject), and every dirty page goes to the WAL whole
 /// before the commit's fsync. With 2 KiB pages a lock or unlock writes about
-/// 40% fewer WAL bytes than with SQLite's 4 KiB default, and more of them
-/// fit a batch's fsync; expiring and verifying, which read and write in
+/// 40% fewer WAL bytes than with SQLite's 4 KiB default, so a batch's fsync
+/// has less to flush; expiring and verifying, which read and write in
 /// order, stay about as fast (see `benches/store.rs`).
 const PAGE_SIZE: i64 = 2048;
 

@@ -336,7 +336,7 @@ fn refuse_while_locked(
     AuthorizeDecision::deny("customer_locked", reason)
 }
 
-/// `reason `…`, by `…` since …[ until …]`.
+/// The lock in words: its reason, who locked, since and until when.
 fn describe(lock: &Lock) -> String {
     let mut text = String::with_capacity(96);
     write_lock(&mut text, lock);
