@@ -63,6 +63,22 @@ impl std::fmt::Debug for Host {
     }
 }
 
+/// A policy set version to install with [`Host::install_with`].
+#[derive(Clone, Debug)]
+pub struct Install<'a> {
+    /// Its name and version.
+    pub id: PolicyId,
+    /// The module: a wasm binary or WAT text.
+    pub wasm: &'a [u8],
+    /// An ed25519 signature (hex) over the module, for an operator that
+    /// requires one.
+    pub signature: Option<&'a str>,
+    /// The operator's settings for it.
+    pub settings: &'a Value,
+    /// Whether it becomes the active version at once.
+    pub activate: bool,
+}
+
 /// What a `transition` request did.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Outcome {
@@ -162,9 +178,7 @@ impl Host {
     ///
     /// # Errors
     ///
-    /// Load and settings errors; [`Error::PolicyVersionExists`]; store
-    /// errors; [`Error::SignatureRequired`] when the operator requires
-    /// signed policy sets (see [`Host::install_signed`]).
+    /// As [`Host::install_with`].
     pub fn install(
         &self,
         operator: &str,
@@ -174,33 +188,47 @@ impl Host {
         by: &Actor,
         now: Timestamp,
     ) -> Result<PolicySet> {
-        self.install_signed(operator, id, wasm, None, settings, by, now)
+        let install = Install {
+            id,
+            wasm,
+            signature: None,
+            settings,
+            activate: false,
+        };
+        self.install_with(operator, install, by, now)
     }
 
-    /// [`Host::install`] with an ed25519 signature (hex) over the module
-    /// (see [`crate::integrity`]). A signature is required when the operator
-    /// trusts any key, or for every operator once
-    /// [`Host::require_signatures`] is on; it must verify under one of the
-    /// operator's trusted keys.
+    /// Installs a policy set version for `operator` (creating the operator
+    /// when new), after it loaded and accepted its settings, and activates
+    /// it when asked, with the module it just loaded.
+    ///
+    /// A signature is required when the operator trusts any key, or for
+    /// every operator once [`Host::require_signatures`] is on; it must
+    /// verify under one of the operator's trusted keys (see
+    /// [`crate::integrity`]).
     ///
     /// # Errors
     ///
-    /// As [`Host::install`]; [`Error::SignatureRequired`],
-    /// [`Error::SignatureInvalid`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn install_signed(
+    /// Load and settings errors; [`Error::PolicyVersionExists`];
+    /// [`Error::SignatureRequired`], [`Error::SignatureInvalid`]; store
+    /// errors. A failed activation leaves the version installed, not active.
+    pub fn install_with(
         &self,
         operator: &str,
-        id: PolicyId,
-        wasm: &[u8],
-        signature: Option<&str>,
-        settings: &Value,
+        install: Install<'_>,
         by: &Actor,
         now: Timestamp,
     ) -> Result<PolicySet> {
+        let Install {
+            id,
+            wasm,
+            signature,
+            settings,
+            activate,
+        } = install;
         let policy = self.engine.load(id.clone(), wasm)?;
         let signed_by = self.check_signature(operator, &policy, signature)?;
-        Active::checked(operator, policy.clone(), settings, now)?;
+        let active = Active::checked(operator, policy.clone(), settings, now)?;
         let audit = NewAudit {
             kind: "policy.installed".to_owned(),
             subject: None,
@@ -211,7 +239,7 @@ impl Host {
                     .to_string(),
         };
         let stored = StoredPolicy {
-            id,
+            id: id.clone(),
             wasm: wasm.to_vec(),
             sha256: policy.sha256().to_owned(),
             settings: settings.clone(),
@@ -219,6 +247,9 @@ impl Host {
             installed_by: by.clone(),
         };
         self.store.add_policy(operator, stored, audit)?;
+        if activate {
+            self.make_active(operator, &id, active, by, now)?;
+        }
         Ok(policy)
     }
 
@@ -246,12 +277,25 @@ impl Host {
         let policy = self.engine.load(id.clone(), &stored.wasm)?;
         check_pin(operator, &stored, &policy)?;
         let active = Active::checked(operator, policy, &stored.settings, now)?;
+        self.make_active(operator, id, active, by, now)
+    }
+
+    /// Records `id` as the operator's active version and serves `active`
+    /// from then on.
+    fn make_active(
+        &self,
+        operator: &str,
+        id: &PolicyId,
+        active: Active,
+        by: &Actor,
+        now: Timestamp,
+    ) -> Result<()> {
         let audit = NewAudit {
             kind: "policy.activated".to_owned(),
             subject: None,
             actor: by.clone(),
             policy: Some(id.clone()),
-            payload: json!({ "sha256": stored.sha256 }).to_string(),
+            payload: json!({ "sha256": active.policy.sha256() }).to_string(),
         };
         self.store.activate_policy(operator, id, now, audit)?;
         self.operators.replace(operator, active);

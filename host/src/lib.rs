@@ -61,7 +61,7 @@ pub use audit::{BrokenLink, Verification};
 pub use engine::{Engine, EngineConfig, Isolation, Limits, PolicyId};
 pub use error::{Error, LoadError, Result};
 pub use evaluation::{Diagnostic, Evaluation, FailureKind};
-pub use host::{DECISION, FireReport, Host, Outcome, Replay, ReplayWith, host_actor};
+pub use host::{DECISION, FireReport, Host, Install, Outcome, Replay, ReplayWith, host_actor};
 pub use operators::{Active, Operators, Settings};
 pub use policy::PolicySet;
 pub use rulehost_sdk::wire;

@@ -16,8 +16,8 @@ use rulehost::wire::{
     TransitionDecision, TransitionInput, Trigger, ValidateSettings,
 };
 use rulehost::{
-    Engine, EngineConfig, Host, Isolation, Limits, ManualClock, PolicyId, PolicySet, ReplayWith,
-    Scheduler, Settings, SystemClock,
+    Engine, EngineConfig, Host, Install, Isolation, Limits, ManualClock, PolicyId, PolicySet,
+    ReplayWith, Scheduler, Settings, SystemClock,
 };
 use serde_json::{Value, json};
 
@@ -627,27 +627,15 @@ fn policy(command: PolicyCommand) -> Result<ExitCode> {
                 Some(path) => read_json(&path, "settings")?,
                 None => json!({}),
             };
-            let host = open(&db)?;
-            if !host
-                .list_operators()?
-                .iter()
-                .any(|known| known.id == operator)
-            {
-                host.create_operator(&operator, now)?;
-            }
             let id = PolicyId::new(name, version);
-            let policy = host.install_signed(
-                &operator,
-                id.clone(),
-                &wasm,
-                signature.as_deref(),
-                &settings,
-                &by,
-                now,
-            )?;
-            if activate {
-                host.activate(&operator, &id, &by, now)?;
-            }
+            let install = Install {
+                id: id.clone(),
+                wasm: &wasm,
+                signature: signature.as_deref(),
+                settings: &settings,
+                activate,
+            };
+            let policy = open(&db)?.install_with(&operator, install, &by, now)?;
             print_json(&json!({ "installed": id, "sha256": policy.sha256(), "active": activate }))?;
         }
         PolicyCommand::Trust { db, operator, key } => {

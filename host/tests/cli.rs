@@ -39,6 +39,12 @@ fn eval_json(args: &[&str], stdin: Option<&str>) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// A loopback address with a port nothing listens on right now.
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -276,12 +282,7 @@ fn readme_session() -> Vec<SessionStep> {
 fn the_readme_curl_session_runs_as_written() {
     let steps = readme_session();
     assert!(steps.len() >= 8, "the session has its steps");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = free_address();
     // One shell runs the whole session, so its variables carry over; a
     // marker before each command splits the output per command.
     let mut script = String::from("set -u\n");

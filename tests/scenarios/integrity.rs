@@ -2,7 +2,7 @@
 //! operators that trust a key (or by the host for every operator).
 
 use rulehost::wire::Actor;
-use rulehost::{EngineConfig, Error, Host, PolicyId};
+use rulehost::{EngineConfig, Error, Host, Install, PolicyId, PolicySet};
 use serde_json::json;
 
 use crate::support::at;
@@ -19,6 +19,23 @@ fn sha256_of(host: &Host, wasm: &[u8]) -> String {
         .unwrap()
         .sha256()
         .to_owned()
+}
+
+/// Installs `wasm` as `gym@version` for `acme` with `signature`.
+fn install_signed(
+    host: &Host,
+    version: u32,
+    wasm: &[u8],
+    signature: Option<&str>,
+) -> rulehost::Result<PolicySet> {
+    let install = Install {
+        id: PolicyId::new("gym", version),
+        wasm,
+        signature,
+        settings: &json!({}),
+        activate: false,
+    };
+    host.install_with("acme", install, &Actor::system("ci"), at(NOW))
 }
 
 #[test]
@@ -48,30 +65,11 @@ fn an_operator_that_trusts_a_key_installs_only_modules_signed_by_it() {
 
     let sha256 = sha256_of(&host, gym());
     let signature = rulehost::integrity::sign(&seed, &sha256).unwrap();
-    host.install_signed(
-        "acme",
-        PolicyId::new("gym", 2),
-        gym(),
-        Some(&signature),
-        &json!({}),
-        &by,
-        now,
-    )
-    .unwrap();
+    install_signed(&host, 2, gym(), Some(&signature)).unwrap();
 
     // The same signature on another module: tampered.
     let tampered = rulehost::bundled::get("subscription").unwrap();
-    let error = host
-        .install_signed(
-            "acme",
-            PolicyId::new("gym", 3),
-            tampered,
-            Some(&signature),
-            &json!({}),
-            &by,
-            now,
-        )
-        .unwrap_err();
+    let error = install_signed(&host, 3, tampered, Some(&signature)).unwrap_err();
     let tampered_sha = sha256_of(&host, tampered);
     assert_eq!(
         error.to_string(),
@@ -81,30 +79,10 @@ fn an_operator_that_trusts_a_key_installs_only_modules_signed_by_it() {
     );
     // Signed by a key the operator does not trust.
     let foreign = rulehost::integrity::sign(&other_seed, &sha256).unwrap();
-    let error = host
-        .install_signed(
-            "acme",
-            PolicyId::new("gym", 3),
-            gym(),
-            Some(&foreign),
-            &json!({}),
-            &by,
-            now,
-        )
-        .unwrap_err();
+    let error = install_signed(&host, 3, gym(), Some(&foreign)).unwrap_err();
     assert!(matches!(error, Error::SignatureInvalid { .. }), "{error}");
     // Not a signature at all.
-    let error = host
-        .install_signed(
-            "acme",
-            PolicyId::new("gym", 3),
-            gym(),
-            Some("abc"),
-            &json!({}),
-            &by,
-            now,
-        )
-        .unwrap_err();
+    let error = install_signed(&host, 3, gym(), Some("abc")).unwrap_err();
     assert!(
         error
             .to_string()
@@ -144,16 +122,7 @@ fn the_host_can_require_signatures_of_every_operator() {
     let (seed, public) = rulehost::integrity::new_key().unwrap();
     host.trust_key("acme", &public, &by, now).unwrap();
     let signature = rulehost::integrity::sign(&seed, &sha256_of(&host, gym())).unwrap();
-    host.install_signed(
-        "acme",
-        PolicyId::new("gym", 1),
-        gym(),
-        Some(&signature),
-        &json!({}),
-        &by,
-        now,
-    )
-    .unwrap();
+    install_signed(&host, 1, gym(), Some(&signature)).unwrap();
 }
 
 #[test]

@@ -25,7 +25,7 @@ use super::problem::{ApiError, ErrorBody};
 use super::telemetry::{self, OutcomeName};
 use super::{AppState, Caller};
 use crate::import::{ImportFormat, OnBadRow};
-use crate::{Evaluation, PolicyId, ReplayWith};
+use crate::{Evaluation, Install, PolicyId, ReplayWith};
 
 type Reply = Result<Response, ApiError>;
 
@@ -364,8 +364,14 @@ async fn create_operator(
             // Installing checks the module and the settings first, then
             // stores the operator with its first version in one
             // transaction: a refused policy set leaves nothing behind.
-            host.install(&id, policy_id.clone(), wasm, &settings, &by, now)?;
-            host.activate(&id, policy_id, &by, now)?;
+            let install = Install {
+                id: policy_id.clone(),
+                wasm,
+                signature: None,
+                settings: &settings,
+                activate: true,
+            };
+            host.install_with(&id, install, &by, now)?;
             Ok(policy)
         })
         .await?;
@@ -1079,19 +1085,14 @@ async fn install_policy(
     let installed = id.clone();
     let policy = state
         .blocking(move |host| {
-            let policy = host.install_signed(
-                &operator,
-                id.clone(),
-                &wasm,
-                signature.as_deref(),
-                &settings,
-                &by,
-                now,
-            )?;
-            if activate {
-                host.activate(&operator, &id, &by, now)?;
-            }
-            Ok(policy)
+            let install = Install {
+                id,
+                wasm: &wasm,
+                signature: signature.as_deref(),
+                settings: &settings,
+                activate,
+            };
+            host.install_with(&operator, install, &by, now)
         })
         .await?;
     created(json!({

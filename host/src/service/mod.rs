@@ -26,7 +26,7 @@ pub(crate) use api::decode_bodies;
 use crate::access::Refusal;
 use crate::scheduler::{Clock, ManualClock, Scheduler};
 use crate::store::TokenRecord;
-use crate::{Host, PolicyId};
+use crate::{Host, Install, PolicyId};
 
 /// The operators a fresh database gets, with the bundled policy set each
 /// runs.
@@ -245,9 +245,14 @@ pub fn seed_demo(host: &Host, now: Timestamp) -> crate::Result<Option<String>> {
             Err(crate::Error::OperatorExists(_)) => return Ok(None),
             other => other?,
         }
-        let id = PolicyId::new(flavour, 1);
-        host.install(operator, id.clone(), wasm, &json!({}), &by, now)?;
-        host.activate(operator, &id, &by, now)?;
+        let install = Install {
+            id: PolicyId::new(flavour, 1),
+            wasm,
+            signature: None,
+            settings: &json!({}),
+            activate: true,
+        };
+        host.install_with(operator, install, &by, now)?;
     }
     let (secret, _) = host.create_token(None, "first-start", false, None, now)?;
     Ok(Some(secret))

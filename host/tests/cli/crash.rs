@@ -89,12 +89,7 @@ struct Member {
 fn acknowledged_locks_survive_sigkill_and_unacknowledged_ones_are_all_or_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = super::free_address();
     let mut acknowledged_total = 0;
     let mut in_flight_total = 0;
     let mut token = String::new();
