@@ -752,6 +752,62 @@ fn a_store_from_a_newer_rulehost_or_not_a_database_is_refused_naming_the_file() 
     assert!(store.active_policies().unwrap().is_empty());
 }
 
+#[test]
+fn a_subjects_state_is_read_in_one_snapshot_while_writes_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = subscription_host(dir.path());
+    // A second store on the same file reads, as another process would.
+    let reader = SqliteStore::open(dir.path().join("rulehost.db")).unwrap();
+    let state = || {
+        reader
+            .subjects(OPERATOR, &[c1()], at(T0))
+            .unwrap()
+            .remove(0)
+    };
+    let lock = || lock_c1(&host, T0, json!({ "reason": "fraud_check" }));
+    let unlock = || {
+        act(
+            &host,
+            T0,
+            "unlock",
+            anna(),
+            customer_c1(),
+            json!({ "reason": "paid" }),
+        )
+        .unwrap()
+    };
+    // Each lock and each unlock bumps the revision once: the customer is
+    // locked exactly when its revision is odd.
+    lock();
+    assert_eq!((state().revision, state().locks.len()), (1, 1));
+    unlock();
+    assert_eq!((state().revision, state().locks.len()), (2, 0));
+
+    // The revision, the locks and the rest are separate queries; a write
+    // committing between them must not show in some and not in others.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let torn = std::thread::scope(|scope| {
+        let reads = scope.spawn(|| {
+            let mut torn = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let state = state();
+                if (state.revision % 2 == 1) != (state.locks.len() == 1) {
+                    torn.push((state.revision, state.locks.len()));
+                }
+            }
+            torn
+        });
+        for _ in 0..300 {
+            lock();
+            unlock();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        reads.join().unwrap()
+    });
+    assert_eq!(torn, [], "(revision, locks) read from two different states");
+    assert_eq!(state().revision, 602);
+}
+
 fn page_size(path: &Path) -> i64 {
     rusqlite::Connection::open(path)
         .unwrap()

@@ -569,7 +569,8 @@ pub trait Store: Send + Sync + 'static {
     /// Store faults; nothing is imported then.
     fn import_locks(&self, import: LockImport) -> Result<Committed>;
 
-    /// Everything held about a subject, with its locks active at `now`.
+    /// Everything held about a subject, with its locks active at `now`,
+    /// read in one consistent snapshot.
     ///
     /// # Errors
     ///

@@ -221,6 +221,17 @@ impl SqliteStore {
         }
         result
     }
+
+    /// Runs `read` in one read transaction: every query in it sees the
+    /// same committed state.
+    fn snapshot<T>(&self, read: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.read(|conn| {
+            run(conn, "BEGIN")?;
+            let result = read(conn);
+            run(conn, if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+            result
+        })
+    }
 }
 
 impl Drop for SqliteStore {
@@ -512,20 +523,13 @@ impl Store for SqliteStore {
         subjects: &[SubjectRef],
         now: Timestamp,
     ) -> Result<Vec<SubjectState>> {
-        self.read(|conn| {
-            // Several subjects are read in one transaction: one snapshot.
-            let snapshot = subjects.len() > 1;
-            if snapshot {
-                run(conn, "BEGIN")?;
-            }
-            let states = subjects
+        // A subject's revision, switches, locks and children are four
+        // queries; they must belong together even while writes commit.
+        self.snapshot(|conn| {
+            subjects
                 .iter()
                 .map(|subject| subject_state(conn, operator, subject, now))
-                .collect::<Result<Vec<_>>>();
-            if snapshot {
-                run(conn, if states.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
-            }
-            states
+                .collect()
         })
     }
 
@@ -673,7 +677,8 @@ impl Store for SqliteStore {
         subject: &SubjectRef,
         now: Timestamp,
     ) -> Result<SubjectRecords> {
-        self.read(|conn| {
+        // An event or a lift is never exported without its audit record.
+        self.snapshot(|conn| {
             let key = params![operator, subject.kind.name(), subject.id];
             let about = "WHERE operator = ?1 AND subject_kind = ?2 AND subject_id = ?3";
             Ok(SubjectRecords {
