@@ -529,8 +529,8 @@ impl Host {
         Ok(reads.pop().unwrap_or_default())
     }
 
-    /// [`Host::add_state`] for many subjects of one operator, reading each
-    /// level of their parent chains in one snapshot.
+    /// [`Host::add_state`] for many subjects of one operator, reading them
+    /// and their parent chains in one snapshot.
     fn add_states(
         &self,
         operator: &str,
@@ -539,45 +539,30 @@ impl Host {
     ) -> Result<Vec<StateRead>> {
         let mut reads: Vec<StateRead> = subjects.iter().map(|_| StateRead::default()).collect();
         let mut level: Vec<(usize, &mut Subject)> = subjects.iter_mut().enumerate().collect();
-        for depth in 0..=MAX_PARENTS {
-            if level.is_empty() {
-                break;
-            }
-            let references: Vec<SubjectRef> = level
+        let references = |level: &[(usize, &mut Subject)]| -> Vec<SubjectRef> {
+            level
                 .iter()
                 .map(|(_, subject)| subject.reference())
-                .collect();
-            let states = self.store.subjects(operator, &references, now)?;
-            let mut next = Vec::new();
-            for (((index, subject), state), reference) in
-                level.into_iter().zip(states).zip(references)
-            {
-                let read = &mut reads[index];
-                if depth == 0 {
-                    read.known_parent.clone_from(&state.parent);
-                }
-                read.revisions.push((reference, state.revision));
-                if state.status.is_some() {
-                    subject.status = state.status;
-                }
-                subject.switches.extend(state.switches);
-                subject.locks.extend(state.locks);
-                for child in state.children {
-                    if !subject.children.contains(&child) {
-                        subject.children.push(child);
+                .collect()
+        };
+        let first = references(&level);
+        let mut depth = 0;
+        self.store
+            .walk_subjects(operator, first, now, &mut |states| {
+                let mut next = Vec::new();
+                for ((index, subject), state) in std::mem::take(&mut level).into_iter().zip(states)
+                {
+                    let read = &mut reads[index];
+                    if let Some(parent) = add_stored(subject, state, read, depth == 0) {
+                        next.push((index, parent));
                     }
                 }
-                if subject.parent.is_none()
-                    && let Some(parent) = state.parent
-                {
-                    subject.parent = Some(Box::new(Subject::new(parent.kind, parent.id)));
+                depth += 1;
+                if depth <= MAX_PARENTS {
+                    level = next;
                 }
-                if let Some(parent) = subject.parent.as_deref_mut() {
-                    next.push((index, parent));
-                }
-            }
-            level = next;
-        }
+                references(&level)
+            })?;
         Ok(reads)
     }
 
@@ -1182,6 +1167,37 @@ struct StateRead {
     revisions: Vec<(SubjectRef, u64)>,
     /// The parent the host knew for the first subject.
     known_parent: Option<SubjectRef>,
+}
+
+/// Adds what the store holds about `subject` (`state`) to it and records
+/// the revision read in `read`; `first` for the subject asked about, not a
+/// parent. Returns its parent, whose state is read next.
+fn add_stored<'s>(
+    subject: &'s mut Subject,
+    state: SubjectState,
+    read: &mut StateRead,
+    first: bool,
+) -> Option<&'s mut Subject> {
+    if first {
+        read.known_parent.clone_from(&state.parent);
+    }
+    read.revisions.push((subject.reference(), state.revision));
+    if state.status.is_some() {
+        subject.status = state.status;
+    }
+    subject.switches.extend(state.switches);
+    subject.locks.extend(state.locks);
+    for child in state.children {
+        if !subject.children.contains(&child) {
+            subject.children.push(child);
+        }
+    }
+    if subject.parent.is_none()
+        && let Some(parent) = state.parent
+    {
+        subject.parent = Some(Box::new(Subject::new(parent.kind, parent.id)));
+    }
+    subject.parent.as_deref_mut()
 }
 
 /// The change firing one schedule, and how many of its first writes and

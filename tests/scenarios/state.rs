@@ -808,6 +808,83 @@ fn a_subjects_state_is_read_in_one_snapshot_while_writes_commit() {
     assert_eq!(state().revision, 602);
 }
 
+#[test]
+fn a_subject_and_its_parent_are_read_in_one_snapshot_while_writes_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path());
+    let k1 = json!({ "kind": "contract", "id": "k-1" });
+    let c1 = json!({ "kind": "customer", "id": "c-1" });
+    // Each version's one transition sets the contract's status and the
+    // customer's switch together.
+    let (hold, release) = (PolicyId::new("fixed", 1), PolicyId::new("fixed", 2));
+    activate_fixed(
+        &host,
+        1,
+        json!([
+            { "effect": "set_status", "subject": k1, "status": "held" },
+            { "effect": "set_switch", "subject": c1, "switch": "held", "on": true }
+        ]),
+    );
+    activate_fixed(
+        &host,
+        2,
+        json!([
+            { "effect": "set_status", "subject": k1, "status": "free" },
+            { "effect": "set_switch", "subject": c1, "switch": "held", "on": false }
+        ]),
+    );
+    let run = |version: &PolicyId| {
+        host.activate(OPERATOR, version, &anna(), at(T0)).unwrap();
+        let contract = contract_of(customer_c1());
+        act(&host, T0, "toggle", anna(), contract, json!({})).unwrap();
+    };
+    // The contract's state, then its parent's, as the host reads them.
+    let reader = SqliteStore::open(dir.path().join("rulehost.db")).unwrap();
+    let k1_and_c1 = || {
+        let mut read = Vec::new();
+        let k1 = SubjectRef::new(SubjectKind::Contract, "k-1");
+        reader
+            .walk_subjects(OPERATOR, vec![k1], at(T0), &mut |mut states| {
+                let state = states.remove(0);
+                let parent = state.parent.clone();
+                read.push(state);
+                parent.into_iter().collect()
+            })
+            .unwrap();
+        let held = |state: &rulehost::store::SubjectState| state.switches.get("held").copied();
+        (read[0].status.clone(), read.get(1).and_then(held))
+    };
+    run(&hold);
+    assert_eq!(k1_and_c1(), (Some("held".into()), Some(true)));
+    run(&release);
+    assert_eq!(k1_and_c1(), (Some("free".into()), Some(false)));
+
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let torn = std::thread::scope(|scope| {
+        let reads = scope.spawn(|| {
+            let mut torn = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, held) = k1_and_c1();
+                if (status.as_deref() == Some("held")) != (held == Some(true)) {
+                    torn.push((status, held));
+                }
+            }
+            torn
+        });
+        for _ in 0..150 {
+            run(&hold);
+            run(&release);
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        reads.join().unwrap()
+    });
+    assert_eq!(
+        torn,
+        [],
+        "(contract status, customer switch) from two different states"
+    );
+}
+
 fn page_size(path: &Path) -> i64 {
     rusqlite::Connection::open(path)
         .unwrap()

@@ -500,7 +500,29 @@ pub trait Store: Send + Sync + 'static {
         operator: &str,
         subjects: &[SubjectRef],
         now: Timestamp,
-    ) -> Result<Vec<SubjectState>>;
+    ) -> Result<Vec<SubjectState>> {
+        let mut read = Vec::new();
+        self.walk_subjects(operator, subjects.to_vec(), now, &mut |states| {
+            read = states;
+            Vec::new()
+        })?;
+        Ok(read)
+    }
+
+    /// Reads `subjects` as [`Store::subjects`] does, hands their states to
+    /// `next`, reads the subjects `next` names (their parents, say) and so
+    /// on until `next` names none: every level in the same snapshot.
+    ///
+    /// # Errors
+    ///
+    /// Store faults.
+    fn walk_subjects(
+        &self,
+        operator: &str,
+        subjects: Vec<SubjectRef>,
+        now: Timestamp,
+        next: &mut dyn FnMut(Vec<SubjectState>) -> Vec<SubjectRef>,
+    ) -> Result<()>;
 
     /// Applies each change in its own all-or-nothing unit; the returned
     /// results are in the same order. Changes may share one durable commit.

@@ -517,19 +517,26 @@ impl Store for SqliteStore {
         })
     }
 
-    fn subjects(
+    fn walk_subjects(
         &self,
         operator: &str,
-        subjects: &[SubjectRef],
+        subjects: Vec<SubjectRef>,
         now: Timestamp,
-    ) -> Result<Vec<SubjectState>> {
+        next: &mut dyn FnMut(Vec<SubjectState>) -> Vec<SubjectRef>,
+    ) -> Result<()> {
         // A subject's revision, switches, locks and children are four
-        // queries; they must belong together even while writes commit.
+        // queries, and its parent's more; they must all belong together
+        // even while writes commit.
         self.snapshot(|conn| {
-            subjects
-                .iter()
-                .map(|subject| subject_state(conn, operator, subject, now))
-                .collect()
+            let mut level = subjects;
+            while !level.is_empty() {
+                let states = level
+                    .iter()
+                    .map(|subject| subject_state(conn, operator, subject, now))
+                    .collect::<Result<_>>()?;
+                level = next(states);
+            }
+            Ok(())
         })
     }
 
