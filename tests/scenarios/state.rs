@@ -752,6 +752,36 @@ fn a_store_from_a_newer_rulehost_or_not_a_database_is_refused_naming_the_file() 
     assert!(store.active_policies().unwrap().is_empty());
 }
 
+/// How many times [`torn_reads`] writes.
+const TORN_READ_ROUNDS: usize = 200;
+
+/// Runs `write` [`TORN_READ_ROUNDS`] times while another thread keeps
+/// calling `read`; returns every read that `consistent` rejects.
+fn torn_reads<T: Send>(
+    write: impl Fn(),
+    read: impl Fn() -> T + Sync,
+    consistent: impl Fn(&T) -> bool + Sync,
+) -> Vec<T> {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let reads = scope.spawn(|| {
+            let mut torn = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let state = read();
+                if !consistent(&state) {
+                    torn.push(state);
+                }
+            }
+            torn
+        });
+        for _ in 0..TORN_READ_ROUNDS {
+            write();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        reads.join().unwrap()
+    })
+}
+
 #[test]
 fn a_subjects_state_is_read_in_one_snapshot_while_writes_commit() {
     let dir = tempfile::tempdir().unwrap();
@@ -785,27 +815,19 @@ fn a_subjects_state_is_read_in_one_snapshot_while_writes_commit() {
 
     // The revision, the locks and the rest are separate queries; a write
     // committing between them must not show in some and not in others.
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let torn = std::thread::scope(|scope| {
-        let reads = scope.spawn(|| {
-            let mut torn = Vec::new();
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let state = state();
-                if (state.revision % 2 == 1) != (state.locks.len() == 1) {
-                    torn.push((state.revision, state.locks.len()));
-                }
-            }
-            torn
-        });
-        for _ in 0..300 {
+    let torn = torn_reads(
+        || {
             lock();
             unlock();
-        }
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        reads.join().unwrap()
-    });
+        },
+        || {
+            let state = state();
+            (state.revision, state.locks.len())
+        },
+        |&(revision, locks)| (revision % 2 == 1) == (locks == 1),
+    );
     assert_eq!(torn, [], "(revision, locks) read from two different states");
-    assert_eq!(state().revision, 602);
+    assert_eq!(state().revision, 2 + 2 * TORN_READ_ROUNDS as u64);
 }
 
 #[test]
@@ -859,25 +881,14 @@ fn a_subject_and_its_parent_are_read_in_one_snapshot_while_writes_commit() {
     run(&release);
     assert_eq!(k1_and_c1(), (Some("free".into()), Some(false)));
 
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let torn = std::thread::scope(|scope| {
-        let reads = scope.spawn(|| {
-            let mut torn = Vec::new();
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let (status, held) = k1_and_c1();
-                if (status.as_deref() == Some("held")) != (held == Some(true)) {
-                    torn.push((status, held));
-                }
-            }
-            torn
-        });
-        for _ in 0..150 {
+    let torn = torn_reads(
+        || {
             run(&hold);
             run(&release);
-        }
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        reads.join().unwrap()
-    });
+        },
+        k1_and_c1,
+        |(status, held)| (status.as_deref() == Some("held")) == (*held == Some(true)),
+    );
     assert_eq!(
         torn,
         [],

@@ -227,8 +227,10 @@ impl SqliteStore {
             None => connect(&self.path)?,
         };
         let result = read(&conn);
+        // A connection left inside a transaction (a snapshot whose end
+        // failed) would keep reading that old state: it is closed instead.
         let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        if readers.len() < MAX_IDLE_READERS {
+        if readers.len() < MAX_IDLE_READERS && conn.is_autocommit() {
             readers.push(conn);
         }
         result
