@@ -9,6 +9,7 @@
 
 mod schema;
 mod sqlite;
+mod vfs;
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;

@@ -7,6 +7,9 @@
 //! share commits instead of queueing for the disk, and a write that fails
 //! rolls back to its savepoint without touching its neighbours. Reads use a
 //! small pool of their own connections, which WAL lets run beside the writer.
+//! Every connection goes through the store's VFS ([`super::vfs`]), which
+//! hands a commit's WAL frames to the file in a few large writes instead of
+//! two per page.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -18,16 +21,16 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rulehost_sdk::wire::{Actor, ActorKind, Lock, SubjectKind, SubjectRef, Timestamp, Trigger};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use serde_json::{Value, json};
 
-use super::schema;
 use super::{
     Anonymization, Anonymized, AuditRecord, Change, Committed, Event, LOCK_EXPIRY_ACTION, LiftMode,
     Lifted, LockImport, LockRecord, NewAudit, NewLock, NewToken, OperatorRecord, PolicyVersion,
     ScheduleRecord, Scheduled, Store, StoredPolicy, SubjectRecords, SubjectState, TokenRecord,
     Write,
 };
+use super::{schema, vfs};
 use crate::PolicyId;
 use crate::audit::{self, ANONYMIZED, GENESIS, REDACTED_PAYLOAD};
 use crate::error::{Error, Result};
@@ -139,6 +142,7 @@ impl SqliteStore {
             path: path.clone(),
             reason,
         };
+        vfs::register().map_err(refuse)?;
         let mut conn = connect(&path).map_err(|e| refuse(e.to_string()))?;
         // Only a new, empty file takes it; an existing store keeps its own.
         conn.pragma_update(None, "page_size", PAGE_SIZE)
@@ -274,8 +278,10 @@ fn configure_sqlite() {
     });
 }
 
+/// Opens a connection through the store's VFS ([`vfs`]), which must be
+/// registered; `synchronous = FULL` is what that VFS relies on.
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
+    let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs::NAME)?;
     // Room for every statement the store prepares, so none is parsed twice.
     conn.set_prepared_statement_cache_capacity(64);
     conn.busy_timeout(BUSY_TIMEOUT)?;
