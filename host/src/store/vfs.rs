@@ -1,14 +1,15 @@
 //! A thin SQLite VFS over the platform's default one that gathers the
-//! writes to a WAL file into one write.
+//! writes to a WAL file into a few large ones.
 //!
 //! SQLite appends each page of a commit to the WAL with two writes (a 24
 //! byte frame header, then the page), so a batch of a few locks makes about
 //! eighty `pwrite` calls before its one fsync. This VFS keeps consecutive
-//! writes to a WAL file in memory and hands them to the file in one write
-//! before anything can depend on them: before a sync, a read, a truncation,
+//! writes to a WAL file in memory and hands them to the file in writes of
+//! up to 64 KiB before anything can depend on them: before a sync, a read, a truncation,
 //! a size query, a file control or a close, and whenever a write does not
 //! continue the gathered run. Every other call goes to the default VFS
-//! unchanged, and the files of the main database are not gathered at all.
+//! unchanged (the VFS's own methods are the default VFS's, but for `xOpen`),
+//! and writes to the database file itself are not gathered at all.
 //!
 //! A commit publishes its frames to other connections (the WAL index) only
 //! after syncing the WAL when `synchronous` is `FULL`, which every
@@ -43,7 +44,7 @@ static BASE: OnceLock<Result<usize, String>> = OnceLock::new();
 struct File {
     /// SQLite's view of the file: must come first.
     base: ffi::sqlite3_file,
-    /// The methods `base` points to: the default VFS's version of the table.
+    /// The methods `base` points to, at the default VFS's table version.
     methods: ffi::sqlite3_io_methods,
     /// The default VFS's file.
     real: *mut ffi::sqlite3_file,
