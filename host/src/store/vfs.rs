@@ -228,21 +228,48 @@ impl File {
     }
 }
 
-/// Flushes the gathered writes, then forwards the call to the default VFS's
-/// method `$method`, or answers `$missing` when it has none.
-macro_rules! forward {
-    ($file:expr, $method:ident, $missing:expr $(, $arg:expr)*) => {{
-        let file = $file;
-        let rc = file.flush();
-        if rc != ffi::SQLITE_OK {
-            return rc;
+/// Defines each `$name` as a method that flushes the gathered writes, then
+/// calls the default VFS's `$method` with the same arguments, or answers
+/// `$missing` when the default VFS has no such method.
+macro_rules! forwarding {
+    ($($name:ident($($arg:ident: $ty:ty),*) => $method:ident or $missing:expr;)*) => {$(
+        unsafe extern "C" fn $name(file: *mut ffi::sqlite3_file $(, $arg: $ty)*) -> c_int {
+            // SAFETY: SQLite calls methods only on files `open` opened.
+            let own = unsafe { File::of(file) };
+            let rc = own.flush();
+            if rc != ffi::SQLITE_OK {
+                return rc;
+            }
+            match own.real_methods().$method {
+                // SAFETY: `real` is open; the arguments are SQLite's own.
+                Some(method) => unsafe { method(own.real $(, $arg)*) },
+                None => $missing,
+            }
         }
-        match file.real_methods().$method {
-            // SAFETY: `real` is open; the arguments are SQLite's own.
-            Some(method) => unsafe { method(file.real $(, $arg)*) },
-            None => $missing,
-        }
-    }};
+    )*};
+}
+
+forwarding! {
+    read(buf: *mut c_void, amount: c_int, offset: i64) => xRead or ffi::SQLITE_IOERR_READ;
+    truncate(size: i64) => xTruncate or ffi::SQLITE_IOERR_TRUNCATE;
+    sync(flags: c_int) => xSync or ffi::SQLITE_IOERR_FSYNC;
+    file_size(size: *mut i64) => xFileSize or ffi::SQLITE_IOERR_FSTAT;
+    lock(level: c_int) => xLock or ffi::SQLITE_IOERR_LOCK;
+    unlock(level: c_int) => xUnlock or ffi::SQLITE_IOERR_UNLOCK;
+    check_reserved_lock(out: *mut c_int) => xCheckReservedLock
+        or ffi::SQLITE_IOERR_CHECKRESERVEDLOCK;
+    file_control(op: c_int, arg: *mut c_void) => xFileControl or ffi::SQLITE_NOTFOUND;
+    shm_map(region: c_int, size: c_int, extend: c_int, out: *mut *mut c_void) => xShmMap
+        or ffi::SQLITE_IOERR_SHMMAP;
+    shm_lock(offset: c_int, n: c_int, flags: c_int) => xShmLock or ffi::SQLITE_IOERR_SHMLOCK;
+    shm_unmap(delete: c_int) => xShmUnmap or ffi::SQLITE_OK;
+    fetch(offset: i64, amount: c_int, out: *mut *mut c_void) => xFetch or {
+        // No memory map: SQLite reads with `xRead` instead.
+        // SAFETY: SQLite passes a valid out pointer.
+        unsafe { *out = ptr::null_mut() };
+        ffi::SQLITE_OK
+    };
+    unfetch(offset: i64, page: *mut c_void) => xUnfetch or ffi::SQLITE_OK;
 }
 
 unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
@@ -261,23 +288,6 @@ unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
     } else {
         flushed
     }
-}
-
-unsafe extern "C" fn read(
-    file: *mut ffi::sqlite3_file,
-    buf: *mut c_void,
-    amount: c_int,
-    offset: i64,
-) -> c_int {
-    // SAFETY: SQLite calls methods only on files `open` opened.
-    forward!(
-        unsafe { File::of(file) },
-        xRead,
-        ffi::SQLITE_IOERR_READ,
-        buf,
-        amount,
-        offset
-    )
 }
 
 unsafe extern "C" fn write(
@@ -318,81 +328,6 @@ unsafe extern "C" fn write(
     ffi::SQLITE_OK
 }
 
-unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    // SAFETY: SQLite calls methods only on files `open` opened.
-    forward!(
-        unsafe { File::of(file) },
-        xTruncate,
-        ffi::SQLITE_IOERR_TRUNCATE,
-        size
-    )
-}
-
-unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    // SAFETY: SQLite calls methods only on files `open` opened.
-    forward!(
-        unsafe { File::of(file) },
-        xSync,
-        ffi::SQLITE_IOERR_FSYNC,
-        flags
-    )
-}
-
-unsafe extern "C" fn file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    // SAFETY: SQLite calls methods only on files `open` opened.
-    forward!(
-        unsafe { File::of(file) },
-        xFileSize,
-        ffi::SQLITE_IOERR_FSTAT,
-        size
-    )
-}
-
-unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    // SAFETY: SQLite calls methods only on files `open` opened.
-    forward!(
-        unsafe { File::of(file) },
-        xLock,
-        ffi::SQLITE_IOERR_LOCK,
-        level
-    )
-}
-
-unsafe extern "C" fn unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    // SAFETY: SQLite calls methods only on files `open` opened.
-    forward!(
-        unsafe { File::of(file) },
-        xUnlock,
-        ffi::SQLITE_IOERR_UNLOCK,
-        level
-    )
-}
-
-unsafe extern "C" fn check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
-    // SAFETY: SQLite calls methods only on files `open` opened.
-    forward!(
-        unsafe { File::of(file) },
-        xCheckReservedLock,
-        ffi::SQLITE_IOERR_CHECKRESERVEDLOCK,
-        out
-    )
-}
-
-unsafe extern "C" fn file_control(
-    file: *mut ffi::sqlite3_file,
-    op: c_int,
-    arg: *mut c_void,
-) -> c_int {
-    // SAFETY: SQLite calls methods only on files `open` opened.
-    forward!(
-        unsafe { File::of(file) },
-        xFileControl,
-        ffi::SQLITE_NOTFOUND,
-        op,
-        arg
-    )
-}
-
 unsafe extern "C" fn sector_size(file: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: SQLite calls methods only on files `open` opened.
     let own = unsafe { File::of(file) };
@@ -413,42 +348,6 @@ unsafe extern "C" fn device_characteristics(file: *mut ffi::sqlite3_file) -> c_i
     }
 }
 
-unsafe extern "C" fn shm_map(
-    file: *mut ffi::sqlite3_file,
-    region: c_int,
-    size: c_int,
-    extend: c_int,
-    out: *mut *mut c_void,
-) -> c_int {
-    // SAFETY: SQLite calls methods only on files `open` opened.
-    forward!(
-        unsafe { File::of(file) },
-        xShmMap,
-        ffi::SQLITE_IOERR_SHMMAP,
-        region,
-        size,
-        extend,
-        out
-    )
-}
-
-unsafe extern "C" fn shm_lock(
-    file: *mut ffi::sqlite3_file,
-    offset: c_int,
-    n: c_int,
-    flags: c_int,
-) -> c_int {
-    // SAFETY: SQLite calls methods only on files `open` opened.
-    forward!(
-        unsafe { File::of(file) },
-        xShmLock,
-        ffi::SQLITE_IOERR_SHMLOCK,
-        offset,
-        n,
-        flags
-    )
-}
-
 unsafe extern "C" fn shm_barrier(file: *mut ffi::sqlite3_file) {
     // SAFETY: SQLite calls methods only on files `open` opened.
     let own = unsafe { File::of(file) };
@@ -456,41 +355,4 @@ unsafe extern "C" fn shm_barrier(file: *mut ffi::sqlite3_file) {
         // SAFETY: `real` is open.
         unsafe { method(own.real) }
     }
-}
-
-unsafe extern "C" fn shm_unmap(file: *mut ffi::sqlite3_file, delete: c_int) -> c_int {
-    // SAFETY: SQLite calls methods only on files `open` opened.
-    forward!(unsafe { File::of(file) }, xShmUnmap, ffi::SQLITE_OK, delete)
-}
-
-unsafe extern "C" fn fetch(
-    file: *mut ffi::sqlite3_file,
-    offset: i64,
-    amount: c_int,
-    out: *mut *mut c_void,
-) -> c_int {
-    // SAFETY: SQLite calls methods only on files `open` opened.
-    let own = unsafe { File::of(file) };
-    if own.real_methods().xFetch.is_none() {
-        // No memory map: SQLite reads with `xRead` instead.
-        // SAFETY: SQLite passes a valid out pointer.
-        unsafe { *out = ptr::null_mut() };
-        return ffi::SQLITE_OK;
-    }
-    forward!(own, xFetch, ffi::SQLITE_OK, offset, amount, out)
-}
-
-unsafe extern "C" fn unfetch(
-    file: *mut ffi::sqlite3_file,
-    offset: i64,
-    page: *mut c_void,
-) -> c_int {
-    // SAFETY: SQLite calls methods only on files `open` opened.
-    forward!(
-        unsafe { File::of(file) },
-        xUnfetch,
-        ffi::SQLITE_OK,
-        offset,
-        page
-    )
 }
