@@ -955,7 +955,7 @@ fn plain_sqlite_view(path: &Path) -> (String, i64) {
 fn large_and_concurrent_commits_leave_a_file_plain_sqlite_finds_whole() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rulehost.db");
-    let host = Arc::new(subscription_host(dir.path()));
+    let host = subscription_host(dir.path());
     let imported = 10_000;
     let jsonl: String = (0..imported)
         .map(|i| {

@@ -5,11 +5,13 @@
 //! byte frame header, then the page), so a batch of a few locks makes about
 //! eighty `pwrite` calls before its one fsync. This VFS keeps consecutive
 //! writes to a WAL file in memory and hands them to the file in writes of
-//! up to 64 KiB before anything can depend on them: before a sync, a read, a truncation,
-//! a size query, a file control or a close, and whenever a write does not
-//! continue the gathered run. Every other call goes to the default VFS
-//! unchanged (the VFS's own methods are the default VFS's, but for `xOpen`),
-//! and writes to the database file itself are not gathered at all.
+//! up to 64 KiB before anything can depend on them: before every other call
+//! on the file (a sync, a read, a truncation, a size query, a lock, a file
+//! control, a close...) but the two that report its sector size and device
+//! characteristics, and whenever a write does not continue the gathered
+//! run. Each call then goes to the default VFS unchanged; of the VFS-level
+//! methods only `xOpen` is this one's own (deleting a file, for example, is
+//! the default VFS's). Writes to the database file itself are not gathered.
 //!
 //! A commit publishes its frames to other connections (the WAL index) only
 //! after syncing the WAL when `synchronous` is `FULL`, which every
@@ -61,12 +63,12 @@ struct Gathered {
 /// Where the default VFS's file starts inside ours.
 const REAL_OFFSET: usize = size_of::<File>().next_multiple_of(align_of::<u64>());
 
-/// Registers the VFS (once per process) and returns its name.
+/// Registers the VFS as [`NAME`], once per process.
 ///
 /// # Errors
 ///
 /// When SQLite has no default VFS or refuses the registration.
-pub(super) fn register() -> Result<&'static CStr, String> {
+pub(super) fn register() -> Result<(), String> {
     let base = BASE.get_or_init(|| {
         // SAFETY: `sqlite3_vfs_find` and `sqlite3_vfs_register` are
         // thread-safe; the registered struct is leaked, so it lives as long
@@ -93,7 +95,7 @@ pub(super) fn register() -> Result<&'static CStr, String> {
             }
         }
     });
-    base.clone().map(|_| NAME)
+    base.as_ref().map(|_| ()).map_err(Clone::clone)
 }
 
 fn base_vfs() -> *mut ffi::sqlite3_vfs {
