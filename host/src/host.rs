@@ -550,10 +550,15 @@ impl Host {
         self.store
             .walk_subjects(operator, first, now, &mut |states| {
                 let mut next = Vec::new();
-                for ((index, subject), state) in std::mem::take(&mut level).into_iter().zip(states)
+                for ((index, subject), (reference, state)) in
+                    std::mem::take(&mut level).into_iter().zip(states)
                 {
                     let read = &mut reads[index];
-                    if let Some(parent) = add_stored(subject, state, read, depth == 0) {
+                    if depth == 0 {
+                        read.known_parent.clone_from(&state.parent);
+                    }
+                    read.revisions.push((reference, state.revision));
+                    if let Some(parent) = add_stored(subject, state) {
                         next.push((index, parent));
                     }
                 }
@@ -1169,19 +1174,9 @@ struct StateRead {
     known_parent: Option<SubjectRef>,
 }
 
-/// Adds what the store holds about `subject` (`state`) to it and records
-/// the revision read in `read`; `first` for the subject asked about, not a
-/// parent. Returns its parent, whose state is read next.
-fn add_stored<'s>(
-    subject: &'s mut Subject,
-    state: SubjectState,
-    read: &mut StateRead,
-    first: bool,
-) -> Option<&'s mut Subject> {
-    if first {
-        read.known_parent.clone_from(&state.parent);
-    }
-    read.revisions.push((subject.reference(), state.revision));
+/// Adds what the store holds about `subject` (`state`) to it. Returns its
+/// parent, whose state is read next.
+fn add_stored(subject: &mut Subject, state: SubjectState) -> Option<&mut Subject> {
     if state.status.is_some() {
         subject.status = state.status;
     }

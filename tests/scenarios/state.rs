@@ -867,7 +867,7 @@ fn a_subject_and_its_parent_are_read_in_one_snapshot_while_writes_commit() {
         let k1 = SubjectRef::new(SubjectKind::Contract, "k-1");
         reader
             .walk_subjects(OPERATOR, vec![k1], at(T0), &mut |mut states| {
-                let state = states.remove(0);
+                let (_, state) = states.remove(0);
                 let parent = state.parent.clone();
                 read.push(state);
                 parent.into_iter().collect()

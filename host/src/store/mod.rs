@@ -504,15 +504,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<SubjectState>> {
         let mut read = Vec::new();
         self.walk_subjects(operator, subjects.to_vec(), now, &mut |states| {
-            read = states;
+            read = states.into_iter().map(|(_, state)| state).collect();
             Vec::new()
         })?;
         Ok(read)
     }
 
-    /// Reads `subjects` as [`Store::subjects`] does, hands their states to
-    /// `next`, reads the subjects `next` names (their parents, say) and so
-    /// on until `next` names none: every level in the same snapshot.
+    /// Reads `subjects` as [`Store::subjects`] does, hands them with their
+    /// states to `next`, reads the subjects `next` names (their parents,
+    /// say) and so on until `next` names none: every level in the same
+    /// snapshot.
     ///
     /// # Errors
     ///
@@ -522,7 +523,7 @@ pub trait Store: Send + Sync + 'static {
         operator: &str,
         subjects: Vec<SubjectRef>,
         now: Timestamp,
-        next: &mut dyn FnMut(Vec<SubjectState>) -> Vec<SubjectRef>,
+        next: &mut dyn FnMut(Vec<(SubjectRef, SubjectState)>) -> Vec<SubjectRef>,
     ) -> Result<()>;
 
     /// Applies each change in its own all-or-nothing unit; the returned

@@ -542,7 +542,7 @@ impl Store for SqliteStore {
         operator: &str,
         subjects: Vec<SubjectRef>,
         now: Timestamp,
-        next: &mut dyn FnMut(Vec<SubjectState>) -> Vec<SubjectRef>,
+        next: &mut dyn FnMut(Vec<(SubjectRef, SubjectState)>) -> Vec<SubjectRef>,
     ) -> Result<()> {
         // A subject's revision, switches, locks and children are four
         // queries, and its parent's more; they must all belong together
@@ -551,8 +551,11 @@ impl Store for SqliteStore {
             let mut level = subjects;
             while !level.is_empty() {
                 let states = level
-                    .iter()
-                    .map(|subject| subject_state(conn, operator, subject, now))
+                    .into_iter()
+                    .map(|subject| {
+                        let state = subject_state(conn, operator, &subject, now)?;
+                        Ok((subject, state))
+                    })
                     .collect::<Result<_>>()?;
                 level = next(states);
             }
