@@ -10,6 +10,12 @@
 //! - (e) `cedar`: the equivalent rule in Cedar, policies and entities built
 //!   once, the request built per call.
 //!
+//! Beside them, for reference, the host's own share: (f) `floor_fresh` and
+//! (g) `floor_reuse` evaluate the same input with a policy written in WAT
+//! that reads nothing and answers a constant `allow`. What remains of (a)
+//! and (b) above them is the policy reading the envelope, deciding and
+//! writing its reply.
+//!
 //! Run with `cargo bench -p rulehost --bench evaluate`. After criterion's
 //! report it prints the medians and the ratios a/e, b/e and b/c.
 
@@ -32,12 +38,14 @@ use rulehost_policy_subscription::Subscription;
 use rulehost_sdk::{Context, Policy};
 use serde_json::value::RawValue;
 
-const WAYS: [&str; 5] = [
+const WAYS: [&str; 7] = [
     "wasm_fresh",
     "wasm_reuse",
     "native_json",
     "native_typed",
     "cedar",
+    "floor_fresh",
+    "floor_reuse",
 ];
 const CASES: [(&str, &str, bool); 2] = [
     ("sub4_locked_change_contract", "change_contract", false),
@@ -52,6 +60,16 @@ permit(
   resource
 );
 "#;
+
+/// A policy that answers `allow` without reading its input: what an
+/// evaluation costs the host (encoding the envelope, the instance, the
+/// calls, decoding the reply) when the policy itself costs nothing.
+const FLOOR_POLICY: &str = r#"(module
+  (memory (export "memory") 1)
+  (data (i32.const 0) "{\"ok\":{\"decision\":\"allow\"}}")
+  (func (export "rulehost_abi_version") (result i32) i32.const 1)
+  (func (export "rulehost_alloc") (param i32) (result i32) i32.const 1024)
+  (func (export "rulehost_authorize") (param i32 i32) (result i64) i64.const 27))"#;
 
 fn now() -> Timestamp {
     "2026-11-22T10:00:00Z".parse().expect("timestamp")
@@ -79,15 +97,14 @@ fn input(action: &str) -> AuthorizeInput {
     }
 }
 
-fn load(isolation: Isolation) -> PolicySet {
+fn load(isolation: Isolation, name: &str, module: &[u8]) -> PolicySet {
     let engine = Engine::new(EngineConfig {
         isolation,
         ..EngineConfig::default()
     })
     .expect("engine");
-    let wasm = rulehost::bundled::get("subscription").expect("bundled subscription policy");
     engine
-        .load(PolicyId::new("subscription", 1), wasm)
+        .load(PolicyId::new(name, 1), module)
         .expect("policy loads")
 }
 
@@ -162,8 +179,11 @@ fn main() {
         .sample_size(50)
         .configure_from_args();
 
-    let fresh = load(Isolation::Fresh);
-    let reuse = load(Isolation::Reuse);
+    let wasm = rulehost::bundled::get("subscription").expect("bundled subscription policy");
+    let fresh = load(Isolation::Fresh, "subscription", wasm);
+    let reuse = load(Isolation::Reuse, "subscription", wasm);
+    let floor_fresh = load(Isolation::Fresh, "floor", FLOOR_POLICY.as_bytes());
+    let floor_reuse = load(Isolation::Reuse, "floor", FLOOR_POLICY.as_bytes());
     let settings = Settings::empty();
     let raw_settings = RawValue::from_string("{}".to_owned()).expect("json");
     let ctx = Context {
@@ -191,6 +211,11 @@ fn main() {
         check(&native_json(&input, &raw_settings));
         check(&Subscription::authorize(&ctx, &input));
         assert_eq!(cedar.is_allowed(&input), allowed, "{name}: cedar");
+        for floor in [&floor_fresh, &floor_reuse] {
+            let evaluation = floor.evaluate::<Authorize>("bench", now(), &settings, &input);
+            assert_eq!(evaluation.diagnostic, None, "{name}: floor");
+            assert!(evaluation.decision.is_allow(), "{name}: floor");
+        }
 
         let mut group = criterion.benchmark_group(name);
         group.bench_function(WAYS[0], |b| {
@@ -206,6 +231,16 @@ fn main() {
             b.iter(|| Subscription::authorize(&ctx, black_box(&input)))
         });
         group.bench_function(WAYS[4], |b| b.iter(|| cedar.is_allowed(black_box(&input))));
+        group.bench_function(WAYS[5], |b| {
+            b.iter(|| {
+                floor_fresh.evaluate::<Authorize>("bench", now(), &settings, black_box(&input))
+            })
+        });
+        group.bench_function(WAYS[6], |b| {
+            b.iter(|| {
+                floor_reuse.evaluate::<Authorize>("bench", now(), &settings, black_box(&input))
+            })
+        });
         group.finish();
     }
     criterion.final_summary();
@@ -226,8 +261,17 @@ fn report(out_dir: &Path) {
             .iter()
             .map(|way| median_ns(out_dir, group, way))
             .collect();
-        let [Some(a), Some(b), Some(c), Some(d), Some(e)] = medians[..] else {
-            println!("{group}: not all five ways ran (filtered?)");
+        let [
+            Some(a),
+            Some(b),
+            Some(c),
+            Some(d),
+            Some(e),
+            Some(f),
+            Some(g),
+        ] = medians[..]
+        else {
+            println!("{group}: not all seven ways ran (filtered?)");
             continue;
         };
         println!(
@@ -238,6 +282,11 @@ fn report(out_dir: &Path) {
             a / e,
             b / e,
             b / c
+        );
+        println!(
+            "{group}: host floor (f) fresh {f:.0}  (g) reuse {g:.0}; the policy's share (a-f) {:.0}  (b-g) {:.0}",
+            a - f,
+            b - g
         );
     }
 }

@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::wire::{
     Authorize, Billing, Envelope, Hook, HookKind, Reply, SettingsVerdict, Transition,
@@ -27,7 +27,7 @@ fn respond<P: Policy, H: HookKind>(
     envelope: &[u8],
     decide: fn(&Context<P::Settings>, &H::Input) -> H::Output,
 ) -> Vec<u8> {
-    match serde_json::from_slice::<Envelope<P::Settings, H::Input>>(envelope) {
+    match read::<Envelope<P::Settings, H::Input>>(envelope) {
         Ok(envelope) => {
             let ctx = Context {
                 now: envelope.now,
@@ -43,15 +43,14 @@ fn respond<P: Policy, H: HookKind>(
 }
 
 fn validate_settings<P: Policy>(envelope: &[u8]) -> Vec<u8> {
-    let settings =
-        match serde_json::from_slice::<Envelope<serde_json::Value, serde_json::Value>>(envelope) {
-            Ok(envelope) => envelope.settings,
-            Err(error) => {
-                return encode(&Reply::<()>::Error(format!(
-                    "cannot read `validate_settings` input: {error}"
-                )));
-            }
-        };
+    let settings = match read::<Envelope<serde_json::Value, serde_json::Value>>(envelope) {
+        Ok(envelope) => envelope.settings,
+        Err(error) => {
+            return encode(&Reply::<()>::Error(format!(
+                "cannot read `validate_settings` input: {error}"
+            )));
+        }
+    };
     // Decoded apart from the envelope so an error names the settings field
     // (`allowed_while_locked[2]`), not a column of the envelope.
     let verdict = match serde_path_to_error::deserialize::<_, P::Settings>(settings) {
@@ -64,6 +63,13 @@ fn validate_settings<P: Policy>(envelope: &[u8]) -> Vec<u8> {
         },
     };
     encode(&Reply::Ok(verdict))
+}
+
+/// Decodes an envelope. The bytes are checked as UTF-8 once, as a whole, so
+/// the parser does not check every string it meets again.
+fn read<'a, T: Deserialize<'a>>(envelope: &'a [u8]) -> Result<T, String> {
+    let text = std::str::from_utf8(envelope).map_err(|e| format!("not UTF-8: {e}"))?;
+    serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
 fn encode<T: Serialize>(reply: &Reply<T>) -> Vec<u8> {
@@ -104,4 +110,55 @@ pub unsafe fn call<P: Policy>(hook: Hook, ptr: u32, len: u32) -> u64 {
     let packed = ((reply.as_ptr() as usize as u64) << 32) | reply.len() as u64;
     LAST_REPLY.with(|last| *last.borrow_mut() = reply);
     packed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{AuthorizeDecision, AuthorizeInput};
+
+    /// Allows everything; only the envelope handling is under test.
+    struct Open;
+
+    impl Policy for Open {
+        type Settings = serde_json::Value;
+
+        fn authorize(_: &Context<Self::Settings>, _: &AuthorizeInput) -> AuthorizeDecision {
+            AuthorizeDecision::Allow
+        }
+    }
+
+    const ENVELOPE: &str = r#"{"now":"2026-11-22T10:00:00Z","settings":{},"input":{"action":"änderung","actor":{"kind":"staff","id":"anna"},"subject":{"kind":"contract","id":"k-1"}}}"#;
+
+    fn reply(hook: Hook, envelope: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(&handle_json::<Open>(hook, envelope)).expect("the reply is JSON")
+    }
+
+    #[test]
+    fn an_envelope_is_read_with_its_non_ascii_strings() {
+        assert_eq!(
+            reply(Hook::Authorize, ENVELOPE.as_bytes()),
+            serde_json::json!({"ok": {"decision": "allow"}})
+        );
+    }
+
+    #[test]
+    fn an_envelope_that_is_not_utf8_is_an_error_reply_naming_the_byte() {
+        let mut bytes = ENVELOPE.as_bytes().to_vec();
+        let at = ENVELOPE.find('ä').expect("the action has an umlaut");
+        bytes[at] = 0xff;
+        let expected = format!(
+            "cannot read `authorize` input: not UTF-8: invalid utf-8 sequence of 1 bytes from index {at}"
+        );
+        assert_eq!(
+            reply(Hook::Authorize, &bytes),
+            serde_json::json!({ "error": expected })
+        );
+        assert_eq!(
+            reply(Hook::ValidateSettings, &bytes),
+            serde_json::json!({
+                "error": expected.replace("`authorize`", "`validate_settings`")
+            })
+        );
+    }
 }
