@@ -246,9 +246,12 @@ impl Host {
             installed_at: now,
             installed_by: by.clone(),
         };
-        self.store.add_policy(operator, stored, audit)?;
+        // Installed and activated in one transaction: a fault leaves no
+        // version behind that a retry would find already installed.
+        let activation = activate.then(|| activation_audit(&active, by));
+        self.store.add_policy(operator, stored, audit, activation)?;
         if activate {
-            self.make_active(operator, &id, active, by, now)?;
+            self.operators.replace(operator, active);
         }
         Ok(policy)
     }
@@ -277,26 +280,7 @@ impl Host {
         let policy = self.engine.load(id.clone(), &stored.wasm)?;
         check_pin(operator, &stored, &policy)?;
         let active = Active::checked(operator, policy, &stored.settings, now)?;
-        self.make_active(operator, id, active, by, now)
-    }
-
-    /// Records `id` as the operator's active version and serves `active`
-    /// from then on.
-    fn make_active(
-        &self,
-        operator: &str,
-        id: &PolicyId,
-        active: Active,
-        by: &Actor,
-        now: Timestamp,
-    ) -> Result<()> {
-        let audit = NewAudit {
-            kind: "policy.activated".to_owned(),
-            subject: None,
-            actor: by.clone(),
-            policy: Some(id.clone()),
-            payload: json!({ "sha256": active.policy.sha256() }).to_string(),
-        };
+        let audit = activation_audit(&active, by);
         self.store.activate_policy(operator, id, now, audit)?;
         self.operators.replace(operator, active);
         Ok(())
@@ -1228,6 +1212,17 @@ struct DecisionPayload<'a, I, O> {
     decision: &'a O,
     #[serde(skip_serializing_if = "Option::is_none")]
     diagnostic: Option<&'a Diagnostic>,
+}
+
+/// The audit record of making `active` the operator's active version.
+fn activation_audit(active: &Active, by: &Actor) -> NewAudit {
+    NewAudit {
+        kind: "policy.activated".to_owned(),
+        subject: None,
+        actor: by.clone(),
+        policy: Some(active.policy.id().clone()),
+        payload: json!({ "sha256": active.policy.sha256() }).to_string(),
+    }
 }
 
 /// The audit record of a `transition` decision.

@@ -165,6 +165,62 @@ fn a_store_locked_by_another_connection_refuses_writes_and_keeps_serving_reads()
     assert!(host.verify_audit().unwrap().is_intact());
 }
 
+/// Installing and activating a version at once is one write. A fault at the
+/// activation (here a trigger that refuses it, standing in for a failing
+/// disk) leaves neither the version nor the operator behind, so the same
+/// request succeeds once the fault is gone instead of finding the version
+/// already installed but never active.
+#[test]
+fn a_fault_while_activating_a_new_version_leaves_nothing_half_installed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("activate.db");
+    drop(host_on(&path, &StoreOptions::default()));
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse_activation BEFORE INSERT ON activations
+             BEGIN SELECT RAISE(ABORT, 'activation refused by the test'); END;",
+        )
+        .unwrap();
+    let host = host_on(&path, &StoreOptions::default());
+    let gym = PolicyId::new("gym", 1);
+    let by = Actor::system("test");
+    let settings = json!({});
+    let install = || rulehost::Install {
+        id: gym.clone(),
+        wasm: rulehost::bundled::get("gym").unwrap(),
+        signature: None,
+        settings: &settings,
+        activate: true,
+    };
+
+    let error = host
+        .install_with("gym", install(), &by, at(NOW))
+        .unwrap_err();
+    assert!(matches!(error, Error::Store(_)), "{error}");
+    assert_eq!(error.to_string(), "store: activation refused by the test");
+    assert_eq!(host.policy_versions("gym").unwrap(), vec![]);
+    assert!(host.list_operators().unwrap().is_empty());
+    assert!(host.operators().active("gym").is_err());
+    let audited = host.verify_audit().unwrap();
+    assert!(audited.is_intact(), "{audited:?}");
+    assert_eq!(audited.records, 0);
+    drop(host);
+
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP TRIGGER refuse_activation")
+        .unwrap();
+    let host = host_on(&path, &StoreOptions::default());
+    host.install_with("gym", install(), &by, at(NOW)).unwrap();
+    assert_eq!(host.operators().active("gym").unwrap().policy.id(), &gym);
+    assert!(lock(&host, "m-1").unwrap().committed.is_some());
+    drop(host);
+    // After a restart the version is still the active one.
+    let host = host_on(&path, &StoreOptions::default());
+    assert!(lock(&host, "m-2").unwrap().committed.is_some());
+}
+
 /// Calls the service with `token`; the status and the error code.
 async fn call(
     app: &axum::Router,

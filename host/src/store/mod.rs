@@ -440,13 +440,22 @@ pub struct Anonymized {
 /// The host's state, scoped by operator. Implementations apply each
 /// [`Change`] atomically and keep every acknowledged write durable.
 pub trait Store: Send + Sync + 'static {
-    /// Stores a new policy set version for `operator` (not yet active).
+    /// Stores a new policy set version for `operator`, creating the operator
+    /// when it has none. With `activation` (its audit record) the version
+    /// also becomes the active one, in the same transaction: a fault leaves
+    /// neither the version nor the activation.
     ///
     /// # Errors
     ///
     /// [`Error::PolicyVersionExists`](crate::Error::PolicyVersionExists)
     /// when that version is already installed; store faults.
-    fn add_policy(&self, operator: &str, policy: StoredPolicy, audit: NewAudit) -> Result<u64>;
+    fn add_policy(
+        &self,
+        operator: &str,
+        policy: StoredPolicy,
+        audit: NewAudit,
+        activation: Option<NewAudit>,
+    ) -> Result<u64>;
 
     /// Makes an installed version the operator's active one.
     ///

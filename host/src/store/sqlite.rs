@@ -398,7 +398,13 @@ fn in_savepoint<T>(
 }
 
 impl Store for SqliteStore {
-    fn add_policy(&self, operator: &str, policy: StoredPolicy, audit: NewAudit) -> Result<u64> {
+    fn add_policy(
+        &self,
+        operator: &str,
+        policy: StoredPolicy,
+        audit: NewAudit,
+        activation: Option<NewAudit>,
+    ) -> Result<u64> {
         let operator = operator.to_owned();
         self.write(move |conn| {
             let exists = conn
@@ -435,7 +441,11 @@ impl Store for SqliteStore {
                     policy.installed_by.id,
                 ],
             )?;
-            append_audit(conn, &operator, policy.installed_at, &audit)
+            let seq = append_audit(conn, &operator, policy.installed_at, &audit)?;
+            match activation {
+                Some(audit) => activate(conn, &operator, &policy.id, policy.installed_at, &audit),
+                None => Ok(seq),
+            }
         })
     }
 
@@ -463,11 +473,7 @@ impl Store for SqliteStore {
                     policy: id.to_string(),
                 });
             }
-            conn.execute(
-                "INSERT INTO activations (operator, name, version, at) VALUES (?1, ?2, ?3, ?4)",
-                params![operator, id.name, id.version, at.to_string()],
-            )?;
-            append_audit(conn, &operator, at, &audit)
+            activate(conn, &operator, &id, at, &audit)
         })
     }
 
@@ -1233,6 +1239,21 @@ fn insert_schedule(
         lock_id,
     ])?;
     Ok(())
+}
+
+/// Records that `id`, installed, is the operator's active version from `at`.
+fn activate(
+    conn: &Connection,
+    operator: &str,
+    id: &PolicyId,
+    at: Timestamp,
+    audit: &NewAudit,
+) -> Result<u64> {
+    conn.execute(
+        "INSERT INTO activations (operator, name, version, at) VALUES (?1, ?2, ?3, ?4)",
+        params![operator, id.name, id.version, at.to_string()],
+    )?;
+    append_audit(conn, operator, at, audit)
 }
 
 /// Appends an audit record to the chain; returns its sequence number.
