@@ -66,7 +66,12 @@ impl ModuleCache {
     /// it is reported to the caller as a warning, not an error.
     pub fn put(&self, sha256: &str, module: &Module) -> Result<(), String> {
         let bytes = module.serialize().map_err(|e| e.to_string())?;
-        fs::create_dir_all(&self.dir)
+        let mut dir = fs::DirBuilder::new();
+        dir.recursive(true);
+        // Only the host's own user may put machine code here.
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+        dir.create(&self.dir)
             .map_err(|e| format!("cannot create `{}`: {e}", self.dir.display()))?;
         let path = self.path(sha256);
         let partial = path.with_extension(format!("partial-{}", std::process::id()));

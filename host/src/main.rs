@@ -42,6 +42,32 @@ struct Db {
         value_name = "FILE"
     )]
     db: PathBuf,
+    /// Where compiled policy modules are kept, so that a restart or the
+    /// next command does not compile them again (default: `FILE.modules`
+    /// beside the database). They are machine code loaded without
+    /// validation: the directory must be the host's own.
+    #[arg(long, env = "RULEHOST_MODULE_CACHE", value_name = "DIR")]
+    module_cache: Option<PathBuf>,
+}
+
+impl Db {
+    /// The engine configuration of a host on this database: `config` with
+    /// its module cache.
+    fn engine_config(&self, config: EngineConfig) -> EngineConfig {
+        let beside = || {
+            let mut name = self.db.as_os_str().to_owned();
+            name.push(".modules");
+            PathBuf::from(name)
+        };
+        EngineConfig {
+            cache_dir: Some(self.module_cache.clone().unwrap_or_else(beside)),
+            ..config
+        }
+    }
+
+    fn open(&self, config: EngineConfig) -> Result<Host> {
+        Ok(Host::open(&self.db, self.engine_config(config))?)
+    }
 }
 
 /// Who acts and when, for commands that change state.
@@ -492,7 +518,7 @@ fn read_json(path: &Path, what: &str) -> Result<Value> {
 }
 
 fn open(db: &Db) -> Result<Host> {
-    Ok(Host::open(&db.db, EngineConfig::default())?)
+    db.open(EngineConfig::default())
 }
 
 impl Acting {
@@ -536,7 +562,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async move {
-        let host = Arc::new(Host::open(&args.db.db, config)?);
+        let host = Arc::new(args.db.open(config)?);
         let (clock, scheduler_clock): (ServiceClock, Arc<dyn rulehost::Clock>) = match args.clock {
             Some(start) => {
                 let manual = Arc::new(ManualClock::new(start));

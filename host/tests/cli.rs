@@ -662,6 +662,8 @@ fn every_command_has_help_that_names_its_options() {
                 "--isolation",
                 "--clock",
                 "RULEHOST_DB",
+                "--module-cache",
+                "RULEHOST_MODULE_CACHE",
             ],
         ),
         (&["token"], &["--operator", "--admin", "--can-install"]),
@@ -680,7 +682,7 @@ fn every_command_has_help_that_names_its_options() {
         (&["policy", "rollback"], &["--operator"]),
         (&["lock"], &["--subject", "--param", "--actor", "--now"]),
         (&["unlock"], &["--subject", "--param", "--actor"]),
-        (&["audit", "verify"], &["--db"]),
+        (&["audit", "verify"], &["--db", "--module-cache"]),
         (&["audit", "replay"], &["--active"]),
         (&["import"], &["--format", "--skip-bad-rows", "--actor"]),
         (&["export"], &["--subject"]),
@@ -838,4 +840,74 @@ fn database_contains(db: &Path, needle: &[u8]) -> bool {
         .iter()
         .filter_map(|path| std::fs::read(path).ok())
         .any(|bytes| bytes.windows(needle.len()).any(|window| window == needle))
+}
+
+/// The compiled modules in `dir`: `(file name, inode)`, sorted.
+fn cached_modules(dir: &Path) -> Vec<(String, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            (name, entry.metadata().unwrap().ino())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A command compiles the active policy sets once and keeps them beside the
+/// database (`FILE.modules`, only the host's user may enter it); the next
+/// command loads them from there instead of compiling again, which would
+/// write a new file. `--module-cache` puts them elsewhere.
+#[test]
+fn commands_keep_compiled_modules_beside_the_database_and_load_them_from_there() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cli.db");
+    let db = db.to_str().unwrap();
+    let install = |version: &str, extra: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "install",
+            "--db",
+            db,
+            "--operator",
+            "acme",
+            "bundled:gym",
+            "--name",
+            "gym",
+            "--version",
+            version,
+            "--activate",
+        ];
+        args.extend_from_slice(extra);
+        run_json(&args)
+    };
+    install("1", &[]);
+    let cache = dir.path().join("cli.db.modules");
+    let versions = run_json(&["policy", "list", "--db", db, "--operator", "acme"]);
+    let sha256 = versions[0]["sha256"].as_str().unwrap();
+    let compiled = cached_modules(&cache);
+    assert_eq!(compiled.len(), 1, "{compiled:?}");
+    assert!(
+        compiled[0].0.starts_with(&format!("{sha256}-")),
+        "{compiled:?}"
+    );
+    assert!(compiled[0].0.ends_with(".cwasm"), "{compiled:?}");
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+
+    // Loading the active version again, and installing the same module as
+    // version 2, compile nothing: the file is the one first written.
+    install("2", &[]);
+    run_json(&["policy", "rollback", "--db", db, "--operator", "acme"]);
+    assert_eq!(cached_modules(&cache), compiled);
+
+    let elsewhere = dir.path().join("elsewhere");
+    install("3", &["--module-cache", elsewhere.to_str().unwrap()]);
+    let moved = cached_modules(&elsewhere);
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(moved[0].0, compiled[0].0);
 }
