@@ -388,6 +388,26 @@ fn acme_action(db: &str, command: &str, actor: &str, params: &[&str], now: &str)
 }
 
 /// Runs `rulehost` on a database and returns its JSON output.
+/// `rulehost policy install` of the bundled gym policy set as `gym@VERSION`
+/// for operator `acme`, with `extra` arguments.
+fn install_gym(db: &str, version: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "policy",
+        "install",
+        "--db",
+        db,
+        "--operator",
+        "acme",
+        "bundled:gym",
+        "--name",
+        "gym",
+        "--version",
+        version,
+    ];
+    args.extend_from_slice(extra);
+    run_json(&args)
+}
+
 fn run_json(args: &[&str]) -> serde_json::Value {
     eval_json(args, None)
 }
@@ -397,35 +417,10 @@ fn policy_lock_unlock_audit_import_and_export_commands_share_one_database() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("cli.db");
     let db = db.to_str().unwrap();
-    let installed = run_json(&[
-        "policy",
-        "install",
-        "--db",
-        db,
-        "--operator",
-        "acme",
-        "bundled:gym",
-        "--name",
-        "gym",
-        "--version",
-        "1",
-        "--activate",
-    ]);
+    let installed = install_gym(db, "1", &["--activate"]);
     assert_eq!(installed["installed"], "gym@1");
     assert_eq!(installed["active"], true);
-    run_json(&[
-        "policy",
-        "install",
-        "--db",
-        db,
-        "--operator",
-        "acme",
-        "bundled:gym",
-        "--name",
-        "gym",
-        "--version",
-        "2",
-    ]);
+    install_gym(db, "2", &[]);
     let activated = run_json(&[
         "policy",
         "activate",
@@ -868,22 +863,7 @@ fn commands_keep_compiled_modules_beside_the_database_and_load_them_from_there()
     let db = dir.path().join("cli.db");
     let db = db.to_str().unwrap();
     let install = |version: &str, extra: &[&str]| {
-        let mut args = vec![
-            "policy",
-            "install",
-            "--db",
-            db,
-            "--operator",
-            "acme",
-            "bundled:gym",
-            "--name",
-            "gym",
-            "--version",
-            version,
-            "--activate",
-        ];
-        args.extend_from_slice(extra);
-        run_json(&args)
+        install_gym(db, version, &[&["--activate"], extra].concat())
     };
     install("1", &[]);
     let cache = dir.path().join("cli.db.modules");
