@@ -51,22 +51,18 @@ struct Db {
 }
 
 impl Db {
-    /// The engine configuration of a host on this database: `config` with
-    /// its module cache.
-    fn engine_config(&self, config: EngineConfig) -> EngineConfig {
+    /// A host on this database, with `config` and this module cache.
+    fn host(&self, config: EngineConfig) -> Result<Host> {
         let beside = || {
             let mut name = self.db.as_os_str().to_owned();
             name.push(".modules");
             PathBuf::from(name)
         };
-        EngineConfig {
+        let config = EngineConfig {
             cache_dir: Some(self.module_cache.clone().unwrap_or_else(beside)),
             ..config
-        }
-    }
-
-    fn open(&self, config: EngineConfig) -> Result<Host> {
-        Ok(Host::open(&self.db, self.engine_config(config))?)
+        };
+        Ok(Host::open(&self.db, config)?)
     }
 }
 
@@ -518,7 +514,7 @@ fn read_json(path: &Path, what: &str) -> Result<Value> {
 }
 
 fn open(db: &Db) -> Result<Host> {
-    db.open(EngineConfig::default())
+    db.host(EngineConfig::default())
 }
 
 impl Acting {
@@ -562,7 +558,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async move {
-        let host = Arc::new(args.db.open(config)?);
+        let host = Arc::new(args.db.host(config)?);
         let (clock, scheduler_clock): (ServiceClock, Arc<dyn rulehost::Clock>) = match args.clock {
             Some(start) => {
                 let manual = Arc::new(ManualClock::new(start));
