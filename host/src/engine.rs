@@ -1,10 +1,13 @@
 //! The engine: one per process. Holds the wasmtime engine, the sandbox
 //! limits, the linker with the one host function policies may import, and
-//! the compiled-module cache; loads policy sets.
+//! the compiled-module caches (on disk, and the modules in memory); loads
+//! policy sets.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use serde::Serialize;
 use wasmtime::{Caller, Enabled, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
@@ -141,6 +144,10 @@ pub struct Engine {
     pub(crate) linker: Linker<Sandbox>,
     pub(crate) config: EngineConfig,
     cache: Option<ModuleCache>,
+    /// The compiled modules policy sets use, by the wasm's sha256: operators
+    /// that run the same module share one compiled copy. An entry lives as
+    /// long as a policy set holds it.
+    compiled: Arc<Mutex<HashMap<String, Weak<wasmtime::Module>>>>,
 }
 
 impl fmt::Debug for Engine {
@@ -188,6 +195,7 @@ impl Engine {
             linker,
             config,
             cache,
+            compiled: Arc::default(),
         })
     }
 
@@ -241,8 +249,37 @@ impl Engine {
             }));
         }
         let (binary, sha256) = binary_and_sha256(bytes).map_err(refuse)?;
-        let module = self.compile(&sha256, &binary).map_err(refuse)?;
+        let module = self.compiled(&sha256, &binary).map_err(refuse)?;
         PolicySet::new(self, id, sha256, module).map_err(refuse)
+    }
+
+    /// How many compiled modules are in memory: one per distinct module
+    /// that a policy set still uses, however many operators run it.
+    pub fn compiled_modules(&self) -> usize {
+        let compiled = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
+        compiled.values().filter(|m| m.strong_count() > 0).count()
+    }
+
+    /// The compiled module of `binary`: the one in memory when a policy set
+    /// uses it already, else from the disk cache or the compiler.
+    fn compiled(&self, sha256: &str, binary: &[u8]) -> Result<Arc<wasmtime::Module>, LoadError> {
+        let in_memory = || {
+            let compiled = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
+            compiled.get(sha256).and_then(Weak::upgrade)
+        };
+        if let Some(module) = in_memory() {
+            return Ok(module);
+        }
+        // Compiled without the lock, so other loads go on meanwhile; a load
+        // of the same module that finished first wins.
+        let module = Arc::new(self.compile(sha256, binary)?);
+        let mut compiled = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
+        compiled.retain(|_, m| m.strong_count() > 0);
+        if let Some(first) = compiled.get(sha256).and_then(Weak::upgrade) {
+            return Ok(first);
+        }
+        compiled.insert(sha256.to_owned(), Arc::downgrade(&module));
+        Ok(module)
     }
 
     fn compile(&self, sha256: &str, binary: &[u8]) -> Result<wasmtime::Module, LoadError> {

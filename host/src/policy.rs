@@ -97,6 +97,9 @@ pub struct PolicySet {
 struct Inner {
     id: PolicyId,
     sha256: String,
+    /// Keeps the module in the engine's in-memory cache while this policy
+    /// set lives (`pre` holds the module itself).
+    _module: Arc<wasmtime::Module>,
     pre: InstancePre<Sandbox>,
     exports: Exports,
     limits: Limits,
@@ -120,7 +123,7 @@ impl PolicySet {
         engine: &Engine,
         id: PolicyId,
         sha256: String,
-        module: wasmtime::Module,
+        module: Arc<wasmtime::Module>,
     ) -> Result<Self, LoadError> {
         let limits = engine.config.limits;
         for import in module.imports() {
@@ -153,6 +156,7 @@ impl PolicySet {
             inner: Arc::new(Inner {
                 id,
                 sha256,
+                _module: module.clone(),
                 pre,
                 exports: Exports {
                     memory,

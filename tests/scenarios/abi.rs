@@ -496,6 +496,55 @@ fn compiled_modules_are_cached_on_disk_across_engines() {
     assert!(!other.is_cached(wasm));
 }
 
+/// Operators running the same module share one compiled copy in memory:
+/// the second load neither compiles nor reads the disk cache (whose file is
+/// gone by then, and a compile would write it back). The copy is freed when
+/// no policy set uses it any more.
+#[test]
+fn policy_sets_of_the_same_module_share_one_compiled_copy_while_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::new(EngineConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let cached = || std::fs::read_dir(dir.path()).unwrap().count();
+    let gym = rulehost::bundled::get("gym").unwrap();
+    let first = engine.load(PolicyId::new("gym", 1), gym).unwrap();
+    assert_eq!((engine.compiled_modules(), cached()), (1, 1));
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+
+    let second = engine.load(PolicyId::new("gym-acme", 7), gym).unwrap();
+    assert_eq!((engine.compiled_modules(), cached()), (1, 0));
+    // Each set still runs on instances of its own and names itself.
+    let input = request("check_in", Actor::staff("anna"), customer(vec![]));
+    let [a, b] = [&first, &second].map(|policy| {
+        policy.evaluate::<rulehost::wire::Authorize>(
+            "acme",
+            at("2026-11-22T10:00:00Z"),
+            &Settings::empty(),
+            &input,
+        )
+    });
+    assert_eq!(
+        (a.policy, b.policy),
+        (PolicyId::new("gym", 1), PolicyId::new("gym-acme", 7))
+    );
+    assert_eq!(a.decision, b.decision);
+
+    let subscription = rulehost::bundled::get("subscription").unwrap();
+    let _subscription = engine
+        .load(PolicyId::new("subscription", 1), subscription)
+        .unwrap();
+    assert_eq!((engine.compiled_modules(), cached()), (2, 1));
+    drop((first, second));
+    assert_eq!(engine.compiled_modules(), 1);
+    engine.load(PolicyId::new("gym", 1), gym).unwrap();
+    assert_eq!(cached(), 2, "compiled again once no policy set used it");
+}
+
 #[test]
 fn a_corrupt_cache_entry_is_recompiled() {
     let dir = tempfile::tempdir().unwrap();
