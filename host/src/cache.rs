@@ -3,8 +3,9 @@
 //! A file is named after the sha256 of the wasm binary and a hash of
 //! everything in the engine configuration that affects compiled code
 //! (wasmtime's compatibility hash, which covers its version and settings).
-//! The directory must be the host's own: a compiled module is machine code
-//! that is loaded without validation.
+//! A compiled module is machine code that is loaded without validation, so
+//! the directory is created private (mode 0700) and not used at all while
+//! another user owns it or may write to it.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
@@ -50,10 +51,14 @@ impl ModuleCache {
         self.dir.join(format!("{sha256}-{}.cwasm", self.config_key))
     }
 
-    /// The cached module, if there is a usable one.
+    /// The cached module, if there is a usable one in a private directory.
     pub fn get(&self, engine: &wasmtime::Engine, sha256: &str) -> Option<Module> {
         let path = self.path(sha256);
         if !path.is_file() {
+            return None;
+        }
+        if let Err(warning) = private(&self.dir) {
+            eprintln!("warning: module cache: {warning}");
             return None;
         }
         // SAFETY: files in the cache directory are written only by `put`,
@@ -73,12 +78,37 @@ impl ModuleCache {
         std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
         dir.create(&self.dir)
             .map_err(|e| format!("cannot create `{}`: {e}", self.dir.display()))?;
+        private(&self.dir)?;
         let path = self.path(sha256);
         let partial = path.with_extension(format!("partial-{}", std::process::id()));
         fs::write(&partial, bytes)
             .and_then(|()| fs::rename(&partial, &path))
             .map_err(|e| format!("cannot write `{}`: {e}", path.display()))
     }
+}
+
+/// Checks that only this process's user may write to `dir`: anyone else who
+/// could would choose the machine code the host runs.
+#[cfg(unix)]
+fn private(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = fs::metadata(dir).map_err(|e| format!("cannot read `{}`: {e}", dir.display()))?;
+    // SAFETY: `geteuid` has no preconditions and cannot fail.
+    let user = unsafe { libc::geteuid() };
+    if meta.uid() != user || meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "`{}` is not used: it belongs to user {} with mode {:o}, but must belong to user {user} and be writable by it alone",
+            dir.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn private(_: &Path) -> Result<(), String> {
+    Ok(())
 }
 
 /// The sha256 of `bytes`, in lowercase hex.

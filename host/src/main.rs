@@ -45,7 +45,7 @@ struct Db {
     /// Where compiled policy modules are kept, so that a restart or the
     /// next command does not compile them again (default: `FILE.modules`
     /// beside the database). They are machine code loaded without
-    /// validation: the directory must be the host's own.
+    /// validation: a directory another user may write to is not used.
     #[arg(long, env = "RULEHOST_MODULE_CACHE", value_name = "DIR")]
     module_cache: Option<PathBuf>,
 }

@@ -496,6 +496,49 @@ fn compiled_modules_are_cached_on_disk_across_engines() {
     assert!(!other.is_cached(wasm));
 }
 
+/// A compiled module is machine code the host runs: a cache directory that
+/// other users may write to is not used, even when it holds a valid entry,
+/// and nothing is written to it.
+#[test]
+fn a_module_cache_others_may_write_to_is_not_used() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let config = |dir: &std::path::Path| EngineConfig {
+        cache_dir: Some(dir.to_path_buf()),
+        ..EngineConfig::default()
+    };
+    let wasm = rulehost::bundled::get("subscription").unwrap();
+    let own = tempfile::tempdir().unwrap();
+    Engine::new(config(own.path()))
+        .unwrap()
+        .load(PolicyId::new("subscription", 1), wasm)
+        .unwrap();
+    let entry = std::fs::read_dir(own.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+
+    let shared = tempfile::tempdir().unwrap();
+    let planted = shared.path().join(entry.file_name());
+    std::fs::copy(entry.path(), &planted).unwrap();
+    let set_mode = |mode| {
+        std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    set_mode(0o777);
+    let engine = Engine::new(config(shared.path())).unwrap();
+    assert!(!engine.is_cached(wasm));
+    engine.load(PolicyId::new("subscription", 1), wasm).unwrap();
+    let files: Vec<_> = std::fs::read_dir(shared.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files, [planted]);
+
+    // The same entry is used once only its owner may write there.
+    set_mode(0o700);
+    assert!(Engine::new(config(shared.path())).unwrap().is_cached(wasm));
+}
+
 /// Operators running the same module share one compiled copy in memory:
 /// the second load neither compiles nor reads the disk cache (whose file is
 /// gone by then, and a compile would write it back). The copy is freed when
