@@ -5,10 +5,13 @@
 use std::path::PathBuf;
 
 use rulehost::wire::{
-    Actor, AuthorizeDecision, Billing, BillingDecision, BillingInput, Cycle, CycleUnit, Subject,
-    SubjectKind,
+    Actor, AuthorizeDecision, AuthorizeInput, Billing, BillingDecision, BillingInput, Cycle,
+    CycleUnit, Subject, SubjectKind,
 };
-use rulehost::{Engine, EngineConfig, FailureKind, Isolation, Operators, PolicyId, Settings};
+use rulehost::{
+    Engine, EngineConfig, Evaluation, FailureKind, Isolation, Operators, PolicyId, PolicySet,
+    Settings,
+};
 
 use crate::support::{at, bundled, customer, engine, request};
 
@@ -39,13 +42,19 @@ fn authorize_with(wat: &str, name: &str) -> (AuthorizeDecision, Option<rulehost:
         .load(PolicyId::new(name, 1), wat.as_bytes())
         .expect("module loads");
     let input = request("change_contract", Actor::staff("anna"), customer(vec![]));
-    let evaluation = policy.evaluate::<rulehost::wire::Authorize>(
+    let evaluation = authorize(&policy, &input);
+    (evaluation.decision, evaluation.diagnostic)
+}
+
+/// Evaluates `authorize` on `input` for operator `acme` at
+/// 2026-11-22T10:00:00Z, with no settings.
+fn authorize(policy: &PolicySet, input: &AuthorizeInput) -> Evaluation<AuthorizeDecision> {
+    policy.evaluate::<rulehost::wire::Authorize>(
         "acme",
         at("2026-11-22T10:00:00Z"),
         &Settings::empty(),
-        &input,
-    );
-    (evaluation.decision, evaluation.diagnostic)
+        input,
+    )
 }
 
 /// Asserts a fail-closed deny whose diagnostic is exactly `message` for a
@@ -375,20 +384,10 @@ fn call_counts(isolation: Isolation, calls: usize) -> Vec<String> {
         .unwrap();
     let input = request("change_contract", Actor::staff("anna"), customer(vec![]));
     (0..calls)
-        .map(|_| {
-            match policy
-                .evaluate::<rulehost::wire::Authorize>(
-                    "acme",
-                    at("2026-11-22T10:00:00Z"),
-                    &Settings::empty(),
-                    &input,
-                )
-                .decision
-            {
-                AuthorizeDecision::Deny { code, reason } if code == "calls" => reason,
-                AuthorizeDecision::Deny { code, .. } => code,
-                other => panic!("unexpected {other:?}"),
-            }
+        .map(|_| match authorize(&policy, &input).decision {
+            AuthorizeDecision::Deny { code, reason } if code == "calls" => reason,
+            AuthorizeDecision::Deny { code, .. } => code,
+            other => panic!("unexpected {other:?}"),
         })
         .collect()
 }
@@ -440,12 +439,7 @@ fn policies_may_log_through_the_one_host_function() {
         .load(PolicyId::new("logs", 1), wat.as_bytes())
         .unwrap();
     let input = request("x", Actor::staff("anna"), customer(vec![]));
-    let evaluation = policy.evaluate::<rulehost::wire::Authorize>(
-        "acme",
-        at("2026-11-22T10:00:00Z"),
-        &Settings::empty(),
-        &input,
-    );
+    let evaluation = authorize(&policy, &input);
     assert_eq!(
         (evaluation.decision, evaluation.logs),
         (AuthorizeDecision::Allow, vec!["hello".to_owned()])
@@ -455,10 +449,7 @@ fn policies_may_log_through_the_one_host_function() {
 #[test]
 fn compiled_modules_are_cached_on_disk_across_engines() {
     let dir = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        cache_dir: Some(dir.path().to_path_buf()),
-        ..EngineConfig::default()
-    };
+    let config = cached_in(dir.path());
     let wasm = rulehost::bundled::get("subscription").unwrap();
     let first = Engine::new(config.clone()).unwrap();
     assert!(!first.is_cached(wasm));
@@ -478,22 +469,37 @@ fn compiled_modules_are_cached_on_disk_across_engines() {
         Actor::staff("anna"),
         crate::support::contract_of(customer(vec![])),
     );
-    let evaluation = policy.evaluate::<rulehost::wire::Authorize>(
-        "acme",
-        at("2026-11-22T10:00:00Z"),
-        &Settings::empty(),
-        &input,
-    );
+    let evaluation = authorize(&policy, &input);
     assert_eq!(evaluation.decision, AuthorizeDecision::Allow);
 
     // Another cache directory does not have it.
     let elsewhere = tempfile::tempdir().unwrap();
-    let other = Engine::new(EngineConfig {
-        cache_dir: Some(elsewhere.path().to_path_buf()),
-        ..config
-    })
-    .unwrap();
+    let other = Engine::new(cached_in(elsewhere.path())).unwrap();
     assert!(!other.is_cached(wasm));
+}
+
+/// The default engine configuration with its module cache in `dir`.
+fn cached_in(dir: &std::path::Path) -> EngineConfig {
+    EngineConfig {
+        cache_dir: Some(dir.to_path_buf()),
+        ..EngineConfig::default()
+    }
+}
+
+/// Compiles the bundled subscription policy set with its module cache in
+/// `dir`, which must be empty; the cache file written.
+fn cache_subscription(dir: &std::path::Path) -> PathBuf {
+    let wasm = rulehost::bundled::get("subscription").unwrap();
+    Engine::new(cached_in(dir))
+        .unwrap()
+        .load(PolicyId::new("subscription", 1), wasm)
+        .unwrap();
+    let files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files.into_iter().next().unwrap()
 }
 
 /// A compiled module is machine code the host runs: a cache directory that
@@ -502,30 +508,18 @@ fn compiled_modules_are_cached_on_disk_across_engines() {
 #[test]
 fn a_module_cache_others_may_write_to_is_not_used() {
     use std::os::unix::fs::PermissionsExt as _;
-    let config = |dir: &std::path::Path| EngineConfig {
-        cache_dir: Some(dir.to_path_buf()),
-        ..EngineConfig::default()
-    };
     let wasm = rulehost::bundled::get("subscription").unwrap();
     let own = tempfile::tempdir().unwrap();
-    Engine::new(config(own.path()))
-        .unwrap()
-        .load(PolicyId::new("subscription", 1), wasm)
-        .unwrap();
-    let entry = std::fs::read_dir(own.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap();
+    let entry = cache_subscription(own.path());
 
     let shared = tempfile::tempdir().unwrap();
-    let planted = shared.path().join(entry.file_name());
-    std::fs::copy(entry.path(), &planted).unwrap();
+    let planted = shared.path().join(entry.file_name().unwrap());
+    std::fs::copy(&entry, &planted).unwrap();
     let set_mode = |mode| {
         std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(mode)).unwrap()
     };
     set_mode(0o777);
-    let engine = Engine::new(config(shared.path())).unwrap();
+    let engine = Engine::new(cached_in(shared.path())).unwrap();
     assert!(!engine.is_cached(wasm));
     engine.load(PolicyId::new("subscription", 1), wasm).unwrap();
     let files: Vec<_> = std::fs::read_dir(shared.path())
@@ -536,7 +530,11 @@ fn a_module_cache_others_may_write_to_is_not_used() {
 
     // The same entry is used once only its owner may write there.
     set_mode(0o700);
-    assert!(Engine::new(config(shared.path())).unwrap().is_cached(wasm));
+    assert!(
+        Engine::new(cached_in(shared.path()))
+            .unwrap()
+            .is_cached(wasm)
+    );
 }
 
 /// Operators running the same module share one compiled copy in memory:
@@ -546,11 +544,7 @@ fn a_module_cache_others_may_write_to_is_not_used() {
 #[test]
 fn policy_sets_of_the_same_module_share_one_compiled_copy_while_used() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::new(EngineConfig {
-        cache_dir: Some(dir.path().to_path_buf()),
-        ..EngineConfig::default()
-    })
-    .unwrap();
+    let engine = Engine::new(cached_in(dir.path())).unwrap();
     let cached = || std::fs::read_dir(dir.path()).unwrap().count();
     let gym = rulehost::bundled::get("gym").unwrap();
     let first = engine.load(PolicyId::new("gym", 1), gym).unwrap();
@@ -563,14 +557,7 @@ fn policy_sets_of_the_same_module_share_one_compiled_copy_while_used() {
     assert_eq!((engine.compiled_modules(), cached()), (1, 0));
     // Each set still runs on instances of its own and names itself.
     let input = request("check_in", Actor::staff("anna"), customer(vec![]));
-    let [a, b] = [&first, &second].map(|policy| {
-        policy.evaluate::<rulehost::wire::Authorize>(
-            "acme",
-            at("2026-11-22T10:00:00Z"),
-            &Settings::empty(),
-            &input,
-        )
-    });
+    let [a, b] = [&first, &second].map(|policy| authorize(policy, &input));
     assert_eq!(
         (a.policy, b.policy),
         (PolicyId::new("gym", 1), PolicyId::new("gym-acme", 7))
@@ -591,23 +578,10 @@ fn policy_sets_of_the_same_module_share_one_compiled_copy_while_used() {
 #[test]
 fn a_corrupt_cache_entry_is_recompiled() {
     let dir = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        cache_dir: Some(dir.path().to_path_buf()),
-        ..EngineConfig::default()
-    };
     let wasm = rulehost::bundled::get("subscription").unwrap();
-    Engine::new(config.clone())
-        .unwrap()
-        .load(PolicyId::new("subscription", 1), wasm)
-        .unwrap();
-    let entry = std::fs::read_dir(dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let entry = cache_subscription(dir.path());
     std::fs::write(&entry, b"garbage").unwrap();
-    let engine = Engine::new(config).unwrap();
+    let engine = Engine::new(cached_in(dir.path())).unwrap();
     assert!(!engine.is_cached(wasm));
     engine.load(PolicyId::new("subscription", 1), wasm).unwrap();
     assert!(engine.is_cached(wasm));
