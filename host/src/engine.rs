@@ -249,6 +249,7 @@ impl Engine {
             }));
         }
         let (binary, sha256) = binary_and_sha256(bytes).map_err(refuse)?;
+        check_initial_memory(&binary, self.config.limits.memory_bytes).map_err(refuse)?;
         let module = self.compiled(&sha256, &binary).map_err(refuse)?;
         PolicySet::new(self, id, sha256, module).map_err(refuse)
     }
@@ -317,6 +318,39 @@ fn binary_and_sha256(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, String
     let binary = wat::parse_bytes(bytes).map_err(|e| LoadError::NotWasm(e.to_string()))?;
     let sha256 = sha256_hex(&binary);
     Ok((binary, sha256))
+}
+
+/// Refuses, before it is compiled, a module whose memory starts larger than
+/// the sandbox allows, naming rulehost's limit (the compiler would refuse it
+/// too, in terms of its own allocator). A module that does not parse is left
+/// to the compiler to refuse.
+fn check_initial_memory(binary: &[u8], limit: usize) -> Result<(), LoadError> {
+    use wasmparser::{Parser, Payload};
+    for payload in Parser::new(0).parse_all(binary) {
+        match payload {
+            Ok(Payload::MemorySection(memories)) => {
+                for memory in memories {
+                    let Ok(memory) = memory else { return Ok(()) };
+                    // Pages are 64 KiB, or smaller with custom page sizes;
+                    // the bound keeps an unvalidated value from overflowing.
+                    let page_size = 1u64 << memory.page_size_log2.unwrap_or(16).min(16);
+                    let bytes = memory.initial.saturating_mul(page_size);
+                    if bytes > limit as u64 {
+                        return Err(LoadError::InitialMemory {
+                            pages: memory.initial,
+                            bytes,
+                            limit,
+                        });
+                    }
+                }
+                return Ok(());
+            }
+            // Memories come before the code; nothing after them matters here.
+            Ok(Payload::CodeSectionStart { .. }) | Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// `rulehost`.`log(ptr, len)`: keeps a bounded number of bounded lines.

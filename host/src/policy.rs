@@ -134,7 +134,7 @@ impl PolicySet {
                 });
             }
         }
-        let memory = memory_export(&module, limits)?;
+        let memory = memory_export(&module)?;
         check_func(&module, ABI_VERSION_EXPORT, "() -> i32")?
             .ok_or(LoadError::MissingExport(ABI_VERSION_EXPORT))?;
         let alloc = check_func(&module, ALLOC_EXPORT, "(i32) -> i32")?
@@ -508,25 +508,17 @@ fn hook_index(hook: Hook) -> usize {
         .expect("every hook is in Hook::ALL")
 }
 
-fn memory_export(module: &wasmtime::Module, limits: Limits) -> Result<ModuleExport, LoadError> {
+fn memory_export(module: &wasmtime::Module) -> Result<ModuleExport, LoadError> {
     let ty = module
         .get_export(MEMORY_EXPORT)
         .ok_or(LoadError::MissingExport(MEMORY_EXPORT))?;
-    let ExternType::Memory(memory) = ty else {
+    let ExternType::Memory(_) = ty else {
         return Err(LoadError::ExportType {
             name: MEMORY_EXPORT.to_owned(),
             found: describe(&ty),
             expected: "memory",
         });
     };
-    let bytes = memory.minimum().saturating_mul(memory.page_size());
-    if bytes > limits.memory_bytes as u64 {
-        return Err(LoadError::InitialMemory {
-            pages: memory.minimum(),
-            bytes,
-            limit: limits.memory_bytes,
-        });
-    }
     module
         .get_export_index(MEMORY_EXPORT)
         .ok_or(LoadError::MissingExport(MEMORY_EXPORT))

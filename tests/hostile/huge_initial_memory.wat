@@ -1,5 +1,5 @@
 ;; expect: load_error
-;; message: cannot load policy `huge-initial-memory@1`: cannot compile: module memory does not fit in pooling allocator requirements: memory index 0 is unsupported in this pooling allocator configuration: memory has a minimum byte size of 4294967296 which exceeds the limit of 0x1000000 bytes
+;; message: cannot load policy `huge-initial-memory@1`: declares 65536 pages (4294967296 bytes) of initial memory, over the limit of 16777216 bytes
 ;; Declares 4 GiB of initial memory.
 (module
   (memory (export "memory") 65536)

@@ -196,6 +196,28 @@ fn a_module_importing_wasi_is_refused_at_load() {
     );
 }
 
+/// The memory limit (16 MiB by default) holds from the first page: a module
+/// starting at the limit loads, one page more is refused naming both sizes.
+#[test]
+fn a_module_whose_memory_starts_over_the_limit_is_refused_at_load() {
+    let starting_at = |pages: u32| {
+        format!(
+            r#"(module
+                 (memory (export "memory") {pages})
+                 (func (export "rulehost_abi_version") (result i32) i32.const 1)
+                 (func (export "rulehost_alloc") (param i32) (result i32) i32.const 1024)
+                 (func (export "rulehost_authorize") (param i32 i32) (result i64) i64.const 0))"#
+        )
+    };
+    engine(Isolation::Fresh)
+        .load(PolicyId::new("at-limit", 1), starting_at(256).as_bytes())
+        .expect("16 MiB of initial memory is within the limit");
+    assert_eq!(
+        load_error("over-limit", &starting_at(257)),
+        "cannot load policy `over-limit@1`: declares 257 pages (16842752 bytes) of initial memory, over the limit of 16777216 bytes"
+    );
+}
+
 #[test]
 fn a_hook_export_with_the_wrong_signature_is_refused_at_load() {
     let wat = module("i64.const 0", "")
