@@ -180,10 +180,15 @@ fn main() {
         .configure_from_args();
 
     let wasm = rulehost::bundled::get("subscription").expect("bundled subscription policy");
-    let fresh = load(Isolation::Fresh, "subscription", wasm);
-    let reuse = load(Isolation::Reuse, "subscription", wasm);
-    let floor_fresh = load(Isolation::Fresh, "floor", FLOOR_POLICY.as_bytes());
-    let floor_reuse = load(Isolation::Reuse, "floor", FLOOR_POLICY.as_bytes());
+    let floor = FLOOR_POLICY.as_bytes();
+    // The ways through the host: (name, policy set, whether it decides as
+    // the subscription policy does; the floor always allows).
+    let through_host = [
+        (WAYS[0], load(Isolation::Fresh, "subscription", wasm), true),
+        (WAYS[1], load(Isolation::Reuse, "subscription", wasm), true),
+        (WAYS[5], load(Isolation::Fresh, "floor", floor), false),
+        (WAYS[6], load(Isolation::Reuse, "floor", floor), false),
+    ];
     let settings = Settings::empty();
     let raw_settings = RawValue::from_string("{}".to_owned()).expect("json");
     let ctx = Context {
@@ -194,36 +199,30 @@ fn main() {
 
     for (name, action, allowed) in CASES {
         let input = input(action);
+        let evaluate = |policy: &PolicySet| {
+            policy.evaluate::<Authorize>("bench", now(), &settings, black_box(&input))
+        };
         // Every way must reach the same decision before it is timed.
         let check = |decision: &AuthorizeDecision| {
             assert_eq!(decision.is_allow(), allowed, "{name}: {decision:?}")
         };
-        check(
-            &fresh
-                .evaluate::<Authorize>("bench", now(), &settings, &input)
-                .decision,
-        );
-        check(
-            &reuse
-                .evaluate::<Authorize>("bench", now(), &settings, &input)
-                .decision,
-        );
+        for (way, policy, decides) in &through_host {
+            let evaluation = evaluate(policy);
+            assert_eq!(evaluation.diagnostic, None, "{name}: {way}");
+            if *decides {
+                check(&evaluation.decision);
+            } else {
+                assert!(evaluation.decision.is_allow(), "{name}: {way}");
+            }
+        }
         check(&native_json(&input, &raw_settings));
         check(&Subscription::authorize(&ctx, &input));
         assert_eq!(cedar.is_allowed(&input), allowed, "{name}: cedar");
-        for floor in [&floor_fresh, &floor_reuse] {
-            let evaluation = floor.evaluate::<Authorize>("bench", now(), &settings, &input);
-            assert_eq!(evaluation.diagnostic, None, "{name}: floor");
-            assert!(evaluation.decision.is_allow(), "{name}: floor");
-        }
 
         let mut group = criterion.benchmark_group(name);
-        group.bench_function(WAYS[0], |b| {
-            b.iter(|| fresh.evaluate::<Authorize>("bench", now(), &settings, black_box(&input)))
-        });
-        group.bench_function(WAYS[1], |b| {
-            b.iter(|| reuse.evaluate::<Authorize>("bench", now(), &settings, black_box(&input)))
-        });
+        for (way, policy, _) in &through_host {
+            group.bench_function(*way, |b| b.iter(|| evaluate(policy)));
+        }
         group.bench_function(WAYS[2], |b| {
             b.iter(|| native_json(black_box(&input), &raw_settings))
         });
@@ -231,16 +230,6 @@ fn main() {
             b.iter(|| Subscription::authorize(&ctx, black_box(&input)))
         });
         group.bench_function(WAYS[4], |b| b.iter(|| cedar.is_allowed(black_box(&input))));
-        group.bench_function(WAYS[5], |b| {
-            b.iter(|| {
-                floor_fresh.evaluate::<Authorize>("bench", now(), &settings, black_box(&input))
-            })
-        });
-        group.bench_function(WAYS[6], |b| {
-            b.iter(|| {
-                floor_reuse.evaluate::<Authorize>("bench", now(), &settings, black_box(&input))
-            })
-        });
         group.finish();
     }
     criterion.final_summary();
