@@ -57,6 +57,24 @@ impl Plan {
         );
     }
 
+    /// Adds the announcement that schedule `id` is held because its policy
+    /// failed: `schedule.held`, naming the action, the attempts and the
+    /// failure.
+    pub fn hold(
+        &mut self,
+        subject: &SubjectRef,
+        id: i64,
+        action: &str,
+        attempts: u32,
+        error: &str,
+    ) {
+        self.event(
+            "schedule.held".to_owned(),
+            subject,
+            json!({ "schedule": id, "action": action, "attempts": attempts, "error": error }),
+        );
+    }
+
     /// Plans `effects`, decided for `actor` at `at`.
     ///
     /// # Errors

@@ -23,11 +23,11 @@ use crate::error::{Error, Result};
 use crate::import::{self, ImportFormat, ImportReport, OnBadRow};
 use crate::operators::{Active, Operators, Settings};
 use crate::store::{
-    Anonymization, Anonymized, AuditRecord, Change, Committed, Event, LOCK_EXPIRY_ACTION,
-    LockImport, NewAudit, NewToken, OperatorRecord, PolicyVersion, Scheduled, SqliteStore, Store,
-    StoredPolicy, SubjectRecords, SubjectState, TokenRecord,
+    Anonymization, Anonymized, AuditRecord, Change, Committed, Event, Fires, Held,
+    LOCK_EXPIRY_ACTION, LockImport, NewAudit, NewToken, OperatorRecord, PolicyVersion, Scheduled,
+    SqliteStore, Store, StoredPolicy, SubjectRecords, SubjectState, TokenRecord,
 };
-use crate::{Diagnostic, Engine, EngineConfig, Evaluation, PolicyId, PolicySet};
+use crate::{Diagnostic, Engine, EngineConfig, Evaluation, FailureKind, PolicyId, PolicySet};
 
 /// The kind of audit record a state-changing decision gets.
 pub const DECISION: &str = "decision";
@@ -98,9 +98,14 @@ pub struct Outcome {
 pub struct FireReport {
     /// Schedules fired with the policy's effects applied.
     pub fired: usize,
-    /// Schedules fired whose policy refused or failed, or whose effects
-    /// could not be applied: recorded, and for a lock's end the lock lifted.
+    /// Schedules fired whose policy refused or does not export
+    /// `transition`, or whose effects could not be applied: recorded, and
+    /// for a lock's end the lock lifted.
     pub fired_without_effects: usize,
+    /// Schedules whose policy failed (or with no policy set active): held,
+    /// and announced as `schedule.held`, until the operator activates a
+    /// version; for a lock's end the lock lifted all the same.
+    pub held: usize,
 }
 
 /// Which policy set a recorded decision is replayed with.
@@ -252,12 +257,15 @@ impl Host {
         self.store.add_policy(operator, stored, audit, activation)?;
         if activate {
             self.operators.replace(operator, active);
+            // The activation released held schedules.
+            self.schedules_changed.notify_one();
         }
         Ok(policy)
     }
 
     /// Makes an installed version the operator's active policy set, without
     /// a restart (HOST-6). Requests in flight finish on the previous one.
+    /// Schedules held because the policy failed fire again, with this one.
     ///
     /// # Errors
     ///
@@ -283,6 +291,8 @@ impl Host {
         let audit = activation_audit(&active, by);
         self.store.activate_policy(operator, id, now, audit)?;
         self.operators.replace(operator, active);
+        // The activation released held schedules.
+        self.schedules_changed.notify_one();
         Ok(())
     }
 
@@ -569,6 +579,13 @@ impl Host {
     /// once. A lock whose time is up is lifted (automatically, by the
     /// host) whatever the policy answers; the policy adds what follows.
     ///
+    /// When the policy fails (a trap, its budget, a bad reply) or no policy
+    /// set is active, the schedule is held, not consumed: it stays pending,
+    /// the backend hears `schedule.held`, and it fires again once the
+    /// operator activates a version (the same failure would repeat with the
+    /// same one, since evaluation is deterministic). When no instance can
+    /// be had, it stays due for the next run.
+    ///
     /// # Errors
     ///
     /// Store errors; schedules not fired stay due.
@@ -637,6 +654,7 @@ impl Host {
             let mut retry = Vec::new();
             for (result, mut firing) in results.into_iter().zip(firings) {
                 match result {
+                    Ok(_) if firing.is_held() => report.held += 1,
                     Ok(_) if degraded == 0 && firing.complete => report.fired += 1,
                     Ok(_) => report.fired_without_effects += 1,
                     Err(Error::AlreadyFired(_) | Error::Conflict(_)) => {}
@@ -674,14 +692,17 @@ impl Host {
         let mut firings = Vec::with_capacity(due.len());
         for ((scheduled, subject), read) in due.into_iter().zip(subjects).zip(reads) {
             let mut plan = Plan::default();
-            let expiring = (scheduled.trigger == Trigger::Expired
+            // The host lifts an expired lock at the first try; a held firing
+            // tried again finds it lifted already.
+            let expiring = (scheduled.attempts == 0
+                && scheduled.trigger == Trigger::Expired
                 && scheduled.action == LOCK_EXPIRY_ACTION)
                 .then(|| scheduled.params.get("lock").and_then(Value::as_str))
                 .flatten();
             if let Some(lock_id) = expiring {
                 plan.expire(&scheduled.subject, lock_id, now, &host);
             }
-            let own = (plan.writes.len(), plan.events.len());
+            let mut own = (plan.writes.len(), plan.events.len());
             let input = TransitionInput {
                 trigger: scheduled.trigger,
                 action: scheduled.action,
@@ -690,6 +711,7 @@ impl Host {
                 params: scheduled.params,
             };
             let mut complete = false;
+            let mut held = None;
             let audit = match &active {
                 Ok(active) => {
                     let evaluation = active.policy.evaluate::<Transition>(
@@ -698,6 +720,20 @@ impl Host {
                         &active.settings,
                         &input,
                     );
+                    match evaluation.diagnostic.as_ref() {
+                        // No instance to be had: the schedule stays due, and
+                        // the next run tries again.
+                        Some(d) if d.kind == FailureKind::Instantiation => continue,
+                        // A policy without the hook has nothing to add.
+                        None => {}
+                        Some(d) if d.kind == FailureKind::MissingHook => {}
+                        Some(failure) => {
+                            held = Some(Held {
+                                policy: Some(evaluation.policy.clone()),
+                                error: failure.to_string(),
+                            });
+                        }
+                    }
                     let mut audit = decision_audit(active, now, &input, &evaluation);
                     if let TransitionDecision::Apply { effects } = &evaluation.decision {
                         complete = true;
@@ -711,21 +747,41 @@ impl Host {
                     }
                     audit
                 }
-                Err(error) => NewAudit {
-                    kind: DECISION.to_owned(),
-                    subject: Some(scheduled.subject.clone()),
-                    actor: host.clone(),
-                    policy: None,
-                    payload: json!({ "hook": "transition", "error": error.to_string() })
-                        .to_string(),
-                },
+                Err(error) => {
+                    held = Some(Held {
+                        policy: None,
+                        error: error.to_string(),
+                    });
+                    NewAudit {
+                        kind: DECISION.to_owned(),
+                        subject: Some(scheduled.subject.clone()),
+                        actor: host.clone(),
+                        policy: None,
+                        payload: json!({ "hook": "transition", "error": error.to_string() })
+                            .to_string(),
+                    }
+                }
             };
+            if let Some(held) = &held {
+                let attempts = scheduled.attempts + 1;
+                plan.hold(
+                    &input.subject.reference(),
+                    scheduled.id,
+                    &input.action,
+                    attempts,
+                    &held.error,
+                );
+                own.1 = plan.events.len();
+            }
             firings.push(Firing {
                 change: Change {
                     operator: operator.clone(),
                     at: now,
                     expect: read.revisions,
-                    fires: Some(scheduled.id),
+                    fires: Some(Fires {
+                        schedule: scheduled.id,
+                        held,
+                    }),
                     writes: plan.writes,
                     events: plan.events,
                     audit,
@@ -1188,6 +1244,15 @@ struct Firing {
     write_effect: Vec<usize>,
     /// Whether the policy's decision is applied in full.
     complete: bool,
+}
+
+impl Firing {
+    fn is_held(&self) -> bool {
+        self.change
+            .fires
+            .as_ref()
+            .is_some_and(|fires| fires.held.is_some())
+    }
 }
 
 impl NewAudit {

@@ -119,7 +119,8 @@ pub struct Scheduler {
 /// How far ahead the scheduler sleeps when nothing is scheduled.
 const IDLE: time::Duration = time::Duration::hours(1);
 
-/// How long the scheduler waits before retrying after a store error.
+/// How long the scheduler waits before retrying after a store error, or
+/// when schedules it could not fire yet are still due.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl Scheduler {
@@ -150,6 +151,9 @@ impl Scheduler {
                 };
                 let wait = async {
                     match next {
+                        // Still due after the run: left for a request in
+                        // flight or a full instance pool, so not at once.
+                        Some(at) if at <= now => tokio::time::sleep(RETRY_AFTER).await,
                         Some(at) => clock.sleep_until(now, at).await,
                         None if failed => tokio::time::sleep(RETRY_AFTER).await,
                         None => clock.sleep_until(now, Timestamp(now.get() + IDLE)).await,

@@ -303,7 +303,7 @@ async fn a_lock_refuses_check_in_and_lifts_itself_when_the_clock_passes_its_end(
     assert_eq!(status, StatusCode::OK, "{moved}");
     assert_eq!(
         moved,
-        json!({ "now": "2026-12-06T10:00:00Z", "fired": { "fired": 1, "fired_without_effects": 0 } })
+        json!({ "now": "2026-12-06T10:00:00Z", "fired": { "fired": 1, "fired_without_effects": 0, "held": 0 } })
     );
 
     let (_, state) = service

@@ -717,6 +717,60 @@ fn pub_4_pub_5_export_then_anonymize_keeps_actors_and_a_verifying_chain() {
 }
 
 #[test]
+fn a_store_from_before_held_schedules_keeps_its_pending_ones_due_after_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path());
+    let k1 = json!({ "kind": "contract", "id": "k-1" });
+    activate_fixed(
+        &host,
+        1,
+        json!([{ "effect": "schedule", "subject": k1, "at": "2026-12-31T00:00:00Z",
+                 "action": "end_contract" }]),
+    );
+    act(
+        &host,
+        T0,
+        "end_contract_at",
+        anna(),
+        contract_k1(),
+        Value::Null,
+    )
+    .unwrap();
+    activate_fixed(
+        &host,
+        2,
+        json!([{ "effect": "set_status", "subject": k1, "status": "ended" }]),
+    );
+    drop(host);
+    // The file as schema version 3 left it: no hold columns, the old index.
+    let conn = rusqlite::Connection::open(dir.path().join("rulehost.db")).unwrap();
+    conn.execute_batch(
+        "DROP INDEX schedules_pending;
+         ALTER TABLE schedules DROP COLUMN held;
+         ALTER TABLE schedules DROP COLUMN attempts;
+         ALTER TABLE schedules DROP COLUMN last_error;
+         CREATE INDEX schedules_pending ON schedules (at_ns, id) WHERE state = 'pending';
+         PRAGMA user_version = 3;",
+    )
+    .unwrap();
+    drop(conn);
+
+    let host = open(dir.path());
+    let end = at("2026-12-31T00:00:00Z");
+    assert_eq!(host.next_due().unwrap(), Some(end));
+    assert_eq!(host.fire_due(end).unwrap().fired, 1);
+    let contract = SubjectRef::new(SubjectKind::Contract, "k-1");
+    let schedules = host
+        .export_subject(OPERATOR, &contract, end)
+        .unwrap()
+        .schedules;
+    assert_eq!(
+        (schedules[0].state.as_str(), schedules[0].scheduled.attempts),
+        ("fired", 1)
+    );
+}
+
+#[test]
 fn a_store_from_a_newer_rulehost_or_not_a_database_is_refused_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let newer = dir.path().join("newer.db");
@@ -728,7 +782,7 @@ fn a_store_from_a_newer_rulehost_or_not_a_database_is_refused_naming_the_file() 
     assert_eq!(
         error,
         format!(
-            "cannot open store `{}`: its schema version `99` is newer than this rulehost's `3`",
+            "cannot open store `{}`: its schema version `99` is newer than this rulehost's `4`",
             newer.display()
         )
     );
@@ -1110,6 +1164,208 @@ fn host_3_an_expiry_whose_follow_up_cannot_be_applied_still_lifts_the_lock() {
         json!({ "effect": 0, "reason": "subject `customer:c-9` has no active lock" })
     );
     assert!(host.verify_audit().unwrap().is_intact());
+}
+
+/// A schedule of `contract:k-1` (`end_contract` at 2026-12-31), planned by
+/// `fixed@1`, whose `transition` is then replaced by `broken@2`, which
+/// answers garbage.
+fn schedule_under_a_broken_policy(host: &Host) -> Timestamp {
+    let k1 = json!({ "kind": "contract", "id": "k-1" });
+    activate_fixed(
+        host,
+        1,
+        json!([{ "effect": "schedule", "subject": k1, "at": "2026-12-31T00:00:00Z",
+                 "action": "end_contract" }]),
+    );
+    act(
+        host,
+        T0,
+        "end_contract_at",
+        anna(),
+        contract_k1(),
+        Value::Null,
+    )
+    .unwrap();
+    activate_reply(host, "broken", 2, "not json");
+    at("2026-12-31T00:00:00Z")
+}
+
+#[test]
+fn host_7_a_firing_whose_policy_fails_is_held_until_the_operator_activates_a_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path());
+    let end = schedule_under_a_broken_policy(&host);
+    let contract = SubjectRef::new(SubjectKind::Contract, "k-1");
+
+    let report = host.fire_due(end).unwrap();
+    assert_eq!(
+        (report.fired, report.fired_without_effects, report.held),
+        (0, 0, 1)
+    );
+    // The same version fails the same way: nothing is tried again.
+    assert_eq!(host.fire_due(end).unwrap(), rulehost::FireReport::default());
+    assert_eq!(host.next_due().unwrap(), None);
+    let failure = "policy `broken@2` failed in hook `transition` for operator `acme`: \
+                   output is not a valid reply";
+    let records = host.export_subject(OPERATOR, &contract, end).unwrap();
+    assert_eq!(records.schedules.len(), 1);
+    let schedule = &records.schedules[0];
+    assert_eq!(
+        (schedule.state.as_str(), schedule.scheduled.attempts),
+        ("held", 1)
+    );
+    assert!(
+        schedule.last_error.as_deref().unwrap().starts_with(failure),
+        "{:?}",
+        schedule.last_error
+    );
+    let events = host.events(OPERATOR, "test", 100).unwrap();
+    assert_eq!(event_kinds(&host), ["schedule.held contract:k-1"]);
+    assert_eq!(events[0].data["schedule"], schedule.scheduled.id);
+    assert_eq!(events[0].data["action"], "end_contract");
+    assert_eq!(events[0].data["attempts"], 1);
+    assert_eq!(
+        events[0].data["error"],
+        schedule.last_error.clone().unwrap()
+    );
+    assert_eq!(host.subject(OPERATOR, &contract, end).unwrap().status, None);
+
+    // Held across a restart, and released by the next activation.
+    drop(host);
+    let host = open(dir.path());
+    assert_eq!(host.next_due().unwrap(), None);
+    activate_fixed(
+        &host,
+        3,
+        json!([{ "effect": "set_status", "subject": { "kind": "contract", "id": "k-1" },
+                 "status": "ended" }]),
+    );
+    assert_eq!(host.next_due().unwrap(), Some(end));
+    let later = at("2027-01-02T00:00:00Z");
+    let report = host.fire_due(later).unwrap();
+    assert_eq!((report.fired, report.held), (1, 0));
+    assert_eq!(
+        host.subject(OPERATOR, &contract, later)
+            .unwrap()
+            .status
+            .as_deref(),
+        Some("ended")
+    );
+    let records = host.export_subject(OPERATOR, &contract, later).unwrap();
+    let schedule = &records.schedules[0];
+    assert_eq!(
+        (schedule.state.as_str(), schedule.scheduled.attempts),
+        ("fired", 2)
+    );
+    let fired: Value = serde_json::from_str(&records.audit.last().unwrap().payload).unwrap();
+    assert_eq!(fired["envelope"]["input"]["action"], "end_contract");
+    assert_eq!(
+        records.audit.last().unwrap().policy,
+        Some(PolicyId::new("fixed", 3))
+    );
+}
+
+#[test]
+fn host_3_a_lock_whose_expiry_policy_fails_is_lifted_once_and_its_follow_up_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path());
+    activate_reply(&host, "broken", 1, "not json");
+    let line = r#"{"subject_id":"c-1","actor":"legacy","reason":"deferral","since":"2026-11-01T00:00:00Z","until":"2026-11-20T00:00:00Z"}"#;
+    host.import_locks(
+        OPERATOR,
+        line,
+        ImportFormat::JsonLines,
+        OnBadRow::Refuse,
+        &anna(),
+        at(T0),
+    )
+    .unwrap();
+
+    assert_eq!(host.fire_due(at(T0)).unwrap().held, 1);
+    assert!(
+        host.subject(OPERATOR, &c1(), at(T0))
+            .unwrap()
+            .locks
+            .is_empty()
+    );
+    assert_eq!(
+        event_kinds(&host),
+        ["lock.expired customer:c-1", "schedule.held customer:c-1"]
+    );
+
+    activate_fixed(
+        &host,
+        2,
+        json!([{ "effect": "set_status", "subject": { "kind": "customer", "id": "c-1" },
+                 "status": "reminded" }]),
+    );
+    let report = host.fire_due(at(T0)).unwrap();
+    assert_eq!((report.fired, report.held), (1, 0));
+    // The lock is not lifted a second time; the follow-up is applied.
+    assert_eq!(
+        event_kinds(&host),
+        [
+            "lock.expired customer:c-1",
+            "schedule.held customer:c-1",
+            "customer.reminded customer:c-1"
+        ]
+    );
+    let state = host.subject(OPERATOR, &c1(), at(T0)).unwrap();
+    assert_eq!(state.status.as_deref(), Some("reminded"));
+    let records = host.export_subject(OPERATOR, &c1(), at(T0)).unwrap();
+    assert_eq!(records.locks.len(), 1);
+    assert_eq!(records.schedules[0].state, "fired");
+}
+
+#[test]
+fn host_7_a_hold_by_a_version_no_longer_active_is_a_conflict_for_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path());
+    let end = schedule_under_a_broken_policy(&host);
+    let contract = SubjectRef::new(SubjectKind::Contract, "k-1");
+    let id = host
+        .export_subject(OPERATOR, &contract, end)
+        .unwrap()
+        .schedules[0]
+        .scheduled
+        .id;
+    drop(host);
+
+    let store = SqliteStore::open(dir.path().join("rulehost.db")).unwrap();
+    let hold = |failed: PolicyId| rulehost::store::Change {
+        operator: OPERATOR.to_owned(),
+        at: end,
+        expect: Vec::new(),
+        fires: Some(rulehost::store::Fires {
+            schedule: id,
+            held: Some(rulehost::store::Held {
+                policy: Some(failed),
+                error: "failed".to_owned(),
+            }),
+        }),
+        writes: Vec::new(),
+        audit: rulehost::store::NewAudit {
+            kind: "decision".to_owned(),
+            subject: Some(contract.clone()),
+            actor: host_actor(),
+            policy: None,
+            payload: "{}".to_owned(),
+        },
+        events: Vec::new(),
+    };
+    // `fixed@1` failed, but `broken@2` is active by now.
+    let results = store.commit(vec![hold(PolicyId::new("fixed", 1))]);
+    assert!(
+        matches!(&results[0], Err(Error::Conflict(about)) if about == "contract:k-1"),
+        "{results:?}"
+    );
+    assert_eq!(store.due(end, None, 10).unwrap().len(), 1);
+    assert!(store.commit(vec![hold(PolicyId::new("broken", 2))])[0].is_ok());
+    assert!(store.due(end, None, 10).unwrap().is_empty());
+    assert!(matches!(
+        store.commit(vec![hold(PolicyId::new("broken", 2))])[0],
+        Err(Error::AlreadyFired(held)) if held == id
+    ));
 }
 
 #[test]

@@ -234,14 +234,38 @@ pub struct Change {
     pub at: Timestamp,
     /// Subjects whose [`SubjectState::revision`] must still be these.
     pub expect: Vec<(SubjectRef, u64)>,
-    /// The pending schedule this change fires; fails when it already fired.
-    pub fires: Option<i64>,
+    /// The pending schedule this change fires (or holds); fails when it
+    /// already fired or is held.
+    pub fires: Option<Fires>,
     /// The writes, in order.
     pub writes: Vec<Write>,
     /// The audit record.
     pub audit: NewAudit,
     /// The events.
     pub events: Vec<NewEvent>,
+}
+
+/// What a [`Change`] does to the schedule it comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fires {
+    /// The schedule's id.
+    pub schedule: i64,
+    /// `None`: the schedule has fired. `Some`: the policy failed, and the
+    /// schedule stays pending but held until the operator activates a
+    /// version.
+    pub held: Option<Held>,
+}
+
+/// Why a schedule is held, and by which version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Held {
+    /// The version that failed, `None` when none was active. The change
+    /// fails with [`Error::Conflict`](crate::Error::Conflict) when another
+    /// version is active by the time it is committed: the next run fires
+    /// the schedule with that one.
+    pub policy: Option<PolicyId>,
+    /// The failure in words.
+    pub error: String,
 }
 
 /// What a committed [`Change`] produced.
@@ -274,6 +298,8 @@ pub struct Scheduled {
     pub trigger: Trigger,
     /// Its parameters (`{"lock": id}` for a lock's end).
     pub params: Value,
+    /// How many times it was tried and its policy failed.
+    pub attempts: u32,
 }
 
 /// One stored audit record, as the chain hashes it.
@@ -376,8 +402,12 @@ pub struct ScheduleRecord {
     /// The schedule.
     #[serde(flatten)]
     pub scheduled: Scheduled,
-    /// `pending`, `fired` or `cancelled`.
+    /// `pending`, `held` (its policy failed; it fires again once the
+    /// operator activates a version), `fired` or `cancelled`.
     pub state: String,
+    /// The last failure of its policy, if it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// Everything a store holds about one subject (PUB-4).
@@ -457,7 +487,8 @@ pub trait Store: Send + Sync + 'static {
         activation: Option<NewAudit>,
     ) -> Result<u64>;
 
-    /// Makes an installed version the operator's active one.
+    /// Makes an installed version the operator's active one, and releases
+    /// the operator's held schedules so that they fire with it.
     ///
     /// # Errors
     ///
@@ -539,7 +570,8 @@ pub trait Store: Send + Sync + 'static {
     /// results are in the same order. Changes may share one durable commit.
     fn commit(&self, changes: Vec<Change>) -> Vec<Result<Committed>>;
 
-    /// Pending schedules due at `now`, earliest first, at most `limit`;
+    /// Pending schedules due at `now` and not held, earliest first, at most
+    /// `limit`;
     /// with `after`, only those after that one in this order (to page).
     ///
     /// # Errors
@@ -552,7 +584,7 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Scheduled>>;
 
-    /// When the earliest pending schedule is due.
+    /// When the earliest pending schedule not held is due.
     ///
     /// # Errors
     ///

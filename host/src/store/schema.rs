@@ -159,6 +159,15 @@ CREATE TABLE trusted_keys (
     PRIMARY KEY (operator, public_key)
 ) WITHOUT ROWID;
 "#,
+    // A firing whose policy failed is held, still pending, until the
+    // operator activates a version; `attempts` counts the firings tried.
+    r#"
+ALTER TABLE schedules ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE schedules ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE schedules ADD COLUMN last_error TEXT;
+DROP INDEX schedules_pending;
+CREATE INDEX schedules_pending ON schedules (at_ns, id) WHERE state = 'pending' AND held = 0;
+"#,
 ];
 
 /// Applies the migrations not yet applied.

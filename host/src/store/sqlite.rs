@@ -25,10 +25,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use serde_json::{Value, json};
 
 use super::{
-    Anonymization, Anonymized, AuditRecord, Change, Committed, Event, LOCK_EXPIRY_ACTION, LiftMode,
-    Lifted, LockImport, LockRecord, NewAudit, NewLock, NewToken, OperatorRecord, PolicyVersion,
-    ScheduleRecord, Scheduled, Store, StoredPolicy, SubjectRecords, SubjectState, TokenRecord,
-    Write,
+    Anonymization, Anonymized, AuditRecord, Change, Committed, Event, Fires, LOCK_EXPIRY_ACTION,
+    LiftMode, Lifted, LockImport, LockRecord, NewAudit, NewLock, NewToken, OperatorRecord,
+    PolicyVersion, ScheduleRecord, Scheduled, Store, StoredPolicy, SubjectRecords, SubjectState,
+    TokenRecord, Write,
 };
 use super::{schema, vfs};
 use crate::PolicyId;
@@ -604,7 +604,8 @@ impl Store for SqliteStore {
                 conn,
                 &format!(
                     "SELECT {SCHEDULE_COLUMNS} FROM schedules
-                     WHERE state = 'pending' AND at_ns <= ?1 AND (at_ns, id) > (?2, ?3)
+                     WHERE state = 'pending' AND held = 0 AND at_ns <= ?1
+                       AND (at_ns, id) > (?2, ?3)
                      ORDER BY at_ns, id LIMIT ?4"
                 ),
                 params![nanos(now), after_ns, after_id, limit as i64],
@@ -617,7 +618,8 @@ impl Store for SqliteStore {
         self.read(|conn| {
             let at: Option<String> = conn
                 .query_row(
-                    "SELECT at FROM schedules WHERE state = 'pending' ORDER BY at_ns, id LIMIT 1",
+                    "SELECT at FROM schedules WHERE state = 'pending' AND held = 0
+                     ORDER BY at_ns, id LIMIT 1",
                     [],
                     |row| row.get(0),
                 )
@@ -902,8 +904,8 @@ const POLICY_COLUMNS: &str =
     "name, version, sha256, wasm, settings, installed_at, installed_by_kind, installed_by_id";
 const LOCK_COLUMNS: &str = "id, subject_kind, subject_id, kind, actor_kind, actor_id, reason, \
      message, since, until, legacy_id, lifted_at, lifted_by_kind, lifted_by_id, lift_reason, lift_mode";
-const SCHEDULE_COLUMNS: &str =
-    "id, operator, subject_kind, subject_id, at, action, trigger, params, state";
+const SCHEDULE_COLUMNS: &str = "id, operator, subject_kind, subject_id, at, action, trigger, params, state, held, attempts, \
+     last_error";
 const AUDIT_COLUMNS: &str = "seq, at, operator, kind, subject_kind, subject_id, actor_kind, \
      actor_id, policy, payload, payload_sha256, redacted, prev_hash, hash";
 const TOKEN_COLUMNS: &str = "id, operator, name, can_install, created_at, expires_at, revoked_at";
@@ -916,16 +918,8 @@ fn apply_change(conn: &Connection, change: &Change) -> Result<Committed> {
             return Err(Error::Conflict(subject.to_string()));
         }
     }
-    if let Some(id) = change.fires {
-        let fired = conn
-            .prepare_cached(
-                "UPDATE schedules SET state = 'fired', done_at = ?2
-                 WHERE id = ?1 AND state = 'pending'",
-            )?
-            .execute(params![id, change.at.to_string()])?;
-        if fired == 0 {
-            return Err(Error::AlreadyFired(id));
-        }
+    if let Some(fires) = &change.fires {
+        fire(conn, operator, change, fires)?;
     }
     let mut committed = Committed::default();
     for (index, write) in change.writes.iter().enumerate() {
@@ -1253,7 +1247,52 @@ fn activate(
         "INSERT INTO activations (operator, name, version, at) VALUES (?1, ?2, ?3, ?4)",
         params![operator, id.name, id.version, at.to_string()],
     )?;
+    conn.execute(
+        "UPDATE schedules SET held = 0 WHERE operator = ?1 AND state = 'pending' AND held = 1",
+        params![operator],
+    )?;
     append_audit(conn, operator, at, audit)
+}
+
+/// Marks the schedule a change comes from as fired, or as held when its
+/// policy failed, which only holds while that version is still active.
+fn fire(conn: &Connection, operator: &str, change: &Change, fires: &Fires) -> Result<()> {
+    let id = fires.schedule;
+    let updated = match &fires.held {
+        None => conn
+            .prepare_cached(
+                "UPDATE schedules SET state = 'fired', done_at = ?2, attempts = attempts + 1
+                 WHERE id = ?1 AND state = 'pending' AND held = 0",
+            )?
+            .execute(params![id, change.at.to_string()])?,
+        Some(held) => {
+            let active: Option<(String, u32)> = conn
+                .prepare_cached(
+                    "SELECT name, version FROM activations WHERE operator = ?1
+                     ORDER BY seq DESC LIMIT 1",
+                )?
+                .query_row(params![operator], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            let failed = held.policy.as_ref().map(|p| (p.name.clone(), p.version));
+            if active != failed {
+                let about = change
+                    .audit
+                    .subject
+                    .as_ref()
+                    .map_or_else(|| format!("schedule {id}"), ToString::to_string);
+                return Err(Error::Conflict(about));
+            }
+            conn.prepare_cached(
+                "UPDATE schedules SET held = 1, attempts = attempts + 1, last_error = ?2
+                 WHERE id = ?1 AND state = 'pending' AND held = 0",
+            )?
+            .execute(params![id, held.error])?
+        }
+    };
+    if updated == 0 {
+        return Err(Error::AlreadyFired(id));
+    }
+    Ok(())
 }
 
 /// Appends an audit record to the chain; returns its sequence number.
@@ -1544,8 +1583,13 @@ fn scheduled(row: &Row<'_>) -> Result<ScheduleRecord> {
             action: row.get(5)?,
             trigger,
             params: json(&row.get::<_, String>(7)?)?,
+            attempts: row.get(10)?,
         },
-        state: row.get(8)?,
+        state: match (row.get::<_, String>(8)?, row.get::<_, bool>(9)?) {
+            (state, true) if state == "pending" => "held".to_owned(),
+            (state, _) => state,
+        },
+        last_error: row.get(11)?,
     })
 }
 
