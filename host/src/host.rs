@@ -6,6 +6,7 @@
 //! are applied together with their audit record and events in one
 //! transaction, or not at all.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rulehost_sdk::wire::{
@@ -572,6 +573,16 @@ impl Host {
     /// Store errors.
     pub fn next_due(&self) -> Result<Option<Timestamp>> {
         self.store.next_due()
+    }
+
+    /// How many schedules each operator has held because its policy
+    /// failed (see [`Host::fire_due`]), for the operators with any.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub fn held_schedules(&self) -> Result<BTreeMap<String, u64>> {
+        self.store.held_schedules()
     }
 
     /// Fires every schedule due at `now` through its operator's policy

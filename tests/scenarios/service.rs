@@ -1216,6 +1216,7 @@ async fn the_admin_creates_operators_and_scrapes_metrics() {
         r#"rulehost_fail_closed_total{operator="acme-gym",hook="authorize"}"#,
         r#"rulehost_evaluation_seconds_bucket{hook="authorize",le="0.01"}"#,
         "rulehost_scheduler_lag_seconds 0",
+        r#"rulehost_schedules_held{operator="acme-gym"} 0"#,
     ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }

@@ -746,6 +746,7 @@ fn a_store_from_before_held_schedules_keeps_its_pending_ones_due_after_the_upgra
     let conn = rusqlite::Connection::open(dir.path().join("rulehost.db")).unwrap();
     conn.execute_batch(
         "DROP INDEX schedules_pending;
+         DROP INDEX schedules_held;
          ALTER TABLE schedules DROP COLUMN held;
          ALTER TABLE schedules DROP COLUMN attempts;
          ALTER TABLE schedules DROP COLUMN last_error;
@@ -1229,6 +1230,13 @@ fn host_7_a_firing_whose_policy_fails_is_held_until_the_operator_activates_a_ver
         schedule.last_error.clone().unwrap()
     );
     assert_eq!(host.subject(OPERATOR, &contract, end).unwrap().status, None);
+    assert_eq!(
+        host.held_schedules()
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [(OPERATOR.to_owned(), 1)]
+    );
 
     // Held across a restart, and released by the next activation.
     drop(host);
@@ -1241,6 +1249,7 @@ fn host_7_a_firing_whose_policy_fails_is_held_until_the_operator_activates_a_ver
                  "status": "ended" }]),
     );
     assert_eq!(host.next_due().unwrap(), Some(end));
+    assert!(host.held_schedules().unwrap().is_empty());
     let later = at("2027-01-02T00:00:00Z");
     let report = host.fire_due(later).unwrap();
     assert_eq!((report.fired, report.held), (1, 0));

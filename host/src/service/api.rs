@@ -184,7 +184,20 @@ async fn healthz(State(state): State<AppState>) -> Reply {
 async fn metrics(State(state): State<AppState>, caller: Caller) -> Reply {
     admin_only(&caller)?;
     let now = state.now();
-    let next = state.blocking(|host| host.next_due()).await?;
+    let (next, held, operators) = state
+        .blocking(|host| {
+            let operators = host.operators().ids();
+            Ok((host.next_due()?, host.held_schedules()?, operators))
+        })
+        .await?;
+    // Every operator gets a value, so a count that went back to 0 shows.
+    let held = operators
+        .into_iter()
+        .map(|operator| {
+            let count = held.get(&operator).copied().unwrap_or(0);
+            (operator, count)
+        })
+        .collect::<Vec<_>>();
     let lag = next
         .map(|due| now.get() - due.get())
         .filter(|lag| lag.is_positive())
@@ -192,7 +205,7 @@ async fn metrics(State(state): State<AppState>, caller: Caller) -> Reply {
         .unwrap_or_default();
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        telemetry::render(lag),
+        telemetry::render(lag, &held),
     )
         .into_response())
 }

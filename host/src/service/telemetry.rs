@@ -1,5 +1,5 @@
 //! Prometheus metrics: decisions by operator, hook and outcome, evaluation
-//! latency, fail-closed decisions and the scheduler's lag.
+//! latency, fail-closed decisions, the scheduler's lag and held schedules.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -13,6 +13,7 @@ const DECISIONS: &str = "rulehost_decisions_total";
 const LATENCY: &str = "rulehost_evaluation_seconds";
 const FAIL_CLOSED: &str = "rulehost_fail_closed_total";
 const SCHEDULER_LAG: &str = "rulehost_scheduler_lag_seconds";
+const HELD: &str = "rulehost_schedules_held";
 
 /// Latency buckets, in seconds: 10 µs to 1 s.
 const BUCKETS: [f64; 12] = [
@@ -40,6 +41,10 @@ fn handle() -> &'static PrometheusHandle {
             SCHEDULER_LAG,
             metrics::Unit::Seconds,
             "How long the earliest pending schedule is overdue (0 when none is)."
+        );
+        metrics::describe_gauge!(
+            HELD,
+            "Schedules held by operator: their policy failed; they fire once a version is activated."
         );
         handle
     })
@@ -111,10 +116,14 @@ pub(super) fn count<T: OutcomeName>(operator: &str, evaluation: &Evaluation<T>) 
     }
 }
 
-/// The Prometheus text, with the scheduler's lag as of now.
-pub(super) fn render(lag: Duration) -> String {
+/// The Prometheus text, with the scheduler's lag and each operator's held
+/// schedules as of now.
+pub(super) fn render(lag: Duration, held: &[(String, u64)]) -> String {
     let handle = handle();
     metrics::gauge!(SCHEDULER_LAG).set(lag.as_secs_f64());
+    for (operator, count) in held {
+        metrics::gauge!(HELD, "operator" => operator.clone()).set(*count as f64);
+    }
     handle.run_upkeep();
     handle.render()
 }

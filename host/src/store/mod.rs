@@ -591,6 +591,14 @@ pub trait Store: Send + Sync + 'static {
     /// Store faults.
     fn next_due(&self) -> Result<Option<Timestamp>>;
 
+    /// How many schedules each operator has held, for the operators with
+    /// any, by operator id.
+    ///
+    /// # Errors
+    ///
+    /// Store faults.
+    fn held_schedules(&self) -> Result<BTreeMap<String, u64>>;
+
     /// One audit record.
     ///
     /// # Errors

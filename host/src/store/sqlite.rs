@@ -628,6 +628,19 @@ impl Store for SqliteStore {
         })
     }
 
+    fn held_schedules(&self) -> Result<BTreeMap<String, u64>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT operator, COUNT(*) FROM schedules
+                 WHERE state = 'pending' AND held = 1 GROUP BY operator",
+            )?;
+            let counts = stmt
+                .query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(counts)
+        })
+    }
+
     fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>> {
         self.read(|conn| {
             let mut stmt =
