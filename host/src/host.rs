@@ -25,8 +25,9 @@ use crate::import::{self, ImportFormat, ImportReport, OnBadRow};
 use crate::operators::{Active, Operators, Settings};
 use crate::store::{
     Anonymization, Anonymized, AuditRecord, Change, Committed, Event, Fires, Held,
-    LOCK_EXPIRY_ACTION, LockImport, NewAudit, NewToken, OperatorRecord, PolicyVersion, Scheduled,
-    SqliteStore, Store, StoredPolicy, SubjectRecords, SubjectState, TokenRecord,
+    LOCK_EXPIRY_ACTION, LockImport, NewAudit, NewToken, OperatorRecord, PolicyVersion,
+    ScheduleRecord, ScheduleState, Scheduled, SqliteStore, Store, StoredPolicy, SubjectRecords,
+    SubjectState, TokenRecord,
 };
 use crate::{Diagnostic, Engine, EngineConfig, Evaluation, FailureKind, PolicyId, PolicySet};
 
@@ -573,6 +574,23 @@ impl Host {
     /// Store errors.
     pub fn next_due(&self) -> Result<Option<Timestamp>> {
         self.store.next_due()
+    }
+
+    /// The operator's schedules with an id after `after`, in `state` when
+    /// given, by id, at most `limit`: what is pending, held, fired or
+    /// cancelled across its subjects.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub fn schedules(
+        &self,
+        operator: &str,
+        state: Option<ScheduleState>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>> {
+        self.store.schedules(operator, state, after, limit)
     }
 
     /// How many schedules each operator has held because its policy

@@ -184,6 +184,7 @@ const ROUTES: &[(&str, &str)] = &[
     ),
     ("GET", "/v1/operators/{operator}/events"),
     ("POST", "/v1/operators/{operator}/events/ack"),
+    ("GET", "/v1/operators/{operator}/schedules"),
     ("GET", "/v1/operators/{operator}/audit"),
     ("GET", "/v1/operators/{operator}/audit/{seq}"),
     ("POST", "/v1/operators/{operator}/audit/verify"),
@@ -260,6 +261,15 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
     }
 }
 
+/// The demo gym's schedules, listed with `query`.
+async fn schedules(service: &Service, query: &str) -> Vec<Value> {
+    let (status, body) = service
+        .get(&format!("{GYM}/schedules{query}"), &service.gym)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{query}: {body}");
+    body["schedules"].as_array().unwrap().clone()
+}
+
 #[tokio::test]
 async fn a_lock_refuses_check_in_and_lifts_itself_when_the_clock_passes_its_end() {
     let service = Service::start();
@@ -292,6 +302,37 @@ async fn a_lock_refuses_check_in_and_lifts_itself_when_the_clock_passes_its_end(
         .get(&format!("{GYM}/subjects/customer/m-1"), &service.gym)
         .await;
     assert_eq!(state["state"]["locks"][0]["reason"], "payment_deferral");
+    // The lock's end is a pending schedule of the operator.
+    let pending = schedules(&service, "?state=pending").await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(
+        (
+            &pending[0]["subject"],
+            &pending[0]["at"],
+            &pending[0]["state"]
+        ),
+        (
+            &json!({ "kind": "customer", "id": "m-1" }),
+            &json!("2026-12-06T10:00:00Z"),
+            &json!("pending")
+        )
+    );
+    assert_eq!(schedules(&service, "").await, pending);
+    assert!(schedules(&service, "?state=fired").await.is_empty());
+    let id = pending[0]["id"].as_i64().unwrap();
+    assert!(
+        schedules(&service, &format!("?after={id}"))
+            .await
+            .is_empty()
+    );
+    let (status, refused) = service
+        .get(&format!("{GYM}/schedules?state=due"), &service.gym)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(
+        error_message(&refused),
+        "unknown schedule state `due`: expected one of `pending`, `held`, `fired`, `cancelled`"
+    );
 
     let (status, moved) = service
         .post(
@@ -310,6 +351,12 @@ async fn a_lock_refuses_check_in_and_lifts_itself_when_the_clock_passes_its_end(
         .get(&format!("{GYM}/subjects/customer/m-1"), &service.gym)
         .await;
     assert_eq!(state["state"]["locks"], json!([]));
+    let fired = schedules(&service, "?state=fired").await;
+    assert_eq!(
+        (fired[0]["id"].as_i64(), &fired[0]["attempts"]),
+        (Some(id), &json!(1))
+    );
+    assert!(schedules(&service, "?state=pending").await.is_empty());
     let (_, decision) = service
         .post(
             &format!("{GYM}/hooks/authorize"),

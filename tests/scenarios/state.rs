@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rulehost::import::{ImportFormat, OnBadRow};
-use rulehost::store::{LiftMode, SqliteStore, Store};
+use rulehost::store::{LiftMode, ScheduleState, SqliteStore, Store};
 use rulehost::wire::{
     Actor, AuthorizeDecision, Subject, SubjectKind, SubjectRef, Timestamp, TransitionDecision,
     TransitionInput, Trigger,
@@ -766,7 +766,7 @@ fn a_store_from_before_held_schedules_keeps_its_pending_ones_due_after_the_upgra
         .unwrap()
         .schedules;
     assert_eq!(
-        (schedules[0].state.as_str(), schedules[0].scheduled.attempts),
+        (schedules[0].state.name(), schedules[0].scheduled.attempts),
         ("fired", 1)
     );
 }
@@ -1124,7 +1124,7 @@ fn gym_2_host_7_a_scheduled_transition_fires_once_through_the_policy() {
     let fired: Value = serde_json::from_str(&records.audit.last().unwrap().payload).unwrap();
     assert_eq!(fired["envelope"]["input"]["trigger"], "scheduled");
     assert_eq!(fired["envelope"]["input"]["action"], "end_contract");
-    assert_eq!(records.schedules[0].state, "fired");
+    assert_eq!(records.schedules[0].state.name(), "fired");
 }
 
 #[test]
@@ -1212,7 +1212,7 @@ fn host_7_a_firing_whose_policy_fails_is_held_until_the_operator_activates_a_ver
     assert_eq!(records.schedules.len(), 1);
     let schedule = &records.schedules[0];
     assert_eq!(
-        (schedule.state.as_str(), schedule.scheduled.attempts),
+        (schedule.state.name(), schedule.scheduled.attempts),
         ("held", 1)
     );
     assert!(
@@ -1236,6 +1236,15 @@ fn host_7_a_firing_whose_policy_fails_is_held_until_the_operator_activates_a_ver
             .into_iter()
             .collect::<Vec<_>>(),
         [(OPERATOR.to_owned(), 1)]
+    );
+    let held = host
+        .schedules(OPERATOR, Some(ScheduleState::Held), 0, 10)
+        .unwrap();
+    assert_eq!(held, records.schedules);
+    assert!(
+        host.schedules(OPERATOR, Some(ScheduleState::Pending), 0, 10)
+            .unwrap()
+            .is_empty()
     );
 
     // Held across a restart, and released by the next activation.
@@ -1263,7 +1272,7 @@ fn host_7_a_firing_whose_policy_fails_is_held_until_the_operator_activates_a_ver
     let records = host.export_subject(OPERATOR, &contract, later).unwrap();
     let schedule = &records.schedules[0];
     assert_eq!(
-        (schedule.state.as_str(), schedule.scheduled.attempts),
+        (schedule.state.name(), schedule.scheduled.attempts),
         ("fired", 2)
     );
     let fired: Value = serde_json::from_str(&records.audit.last().unwrap().payload).unwrap();
@@ -1323,7 +1332,7 @@ fn host_3_a_lock_whose_expiry_policy_fails_is_lifted_once_and_its_follow_up_wait
     assert_eq!(state.status.as_deref(), Some("reminded"));
     let records = host.export_subject(OPERATOR, &c1(), at(T0)).unwrap();
     assert_eq!(records.locks.len(), 1);
-    assert_eq!(records.schedules[0].state, "fired");
+    assert_eq!(records.schedules[0].state.name(), "fired");
 }
 
 #[test]

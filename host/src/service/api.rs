@@ -25,6 +25,7 @@ use super::problem::{ApiError, ErrorBody};
 use super::telemetry::{self, OutcomeName};
 use super::{AppState, Caller};
 use crate::import::{ImportFormat, OnBadRow};
+use crate::store::ScheduleState;
 use crate::{Evaluation, Install, PolicyId, ReplayWith};
 
 type Reply = Result<Response, ApiError>;
@@ -72,6 +73,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(anonymize_subject))
         .routes(routes!(list_events))
         .routes(routes!(ack_events))
+        .routes(routes!(list_schedules))
         .routes(routes!(list_audit))
         .routes(routes!(audit_record))
         .routes(routes!(verify_audit))
@@ -925,6 +927,43 @@ async fn list_audit(
         .blocking(move |host| host.audit_records(&operator, after, limit))
         .await?;
     ok(json!({ "records": records }))
+}
+
+/// Which schedules to list.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ScheduleQuery {
+    /// `pending`, `held`, `fired` or `cancelled` (default: all).
+    state: Option<String>,
+    /// Schedules with an id after this one (default 0).
+    after: Option<i64>,
+    /// At most this many.
+    limit: Option<usize>,
+}
+
+/// The operator's scheduled transitions across its subjects, by id: what
+/// is pending, held because its policy failed, fired or cancelled.
+#[utoipa::path(get, path = "/v1/operators/{operator}/schedules", tag = "subjects",
+    security(("bearer" = [])), params(("operator" = String, Path), ScheduleQuery),
+    responses((status = 200, description = "Schedules", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn list_schedules(
+    State(state): State<AppState>,
+    Scoped { operator, .. }: Scoped,
+    Query(query): Query<ScheduleQuery>,
+) -> Reply {
+    let limit = page(&state, query.limit)?;
+    let which = query
+        .state
+        .as_deref()
+        .map(str::parse::<ScheduleState>)
+        .transpose()
+        .map_err(|message| ApiError::bad_request("invalid_query", message))?;
+    let after = query.after.unwrap_or(0);
+    let schedules = state
+        .blocking(move |host| host.schedules(&operator, which, after, limit))
+        .await?;
+    ok(json!({ "schedules": schedules }))
 }
 
 /// The operator's audit record `seq`, or 404.

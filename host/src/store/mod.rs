@@ -396,15 +396,65 @@ pub struct Event {
     pub audit_seq: u64,
 }
 
+/// What became of a scheduled transition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleState {
+    /// Waiting for its time.
+    Pending,
+    /// Its policy failed; it fires again once the operator activates a
+    /// version.
+    Held,
+    /// Fired through the policy.
+    Fired,
+    /// Cancelled by an effect before its time.
+    Cancelled,
+}
+
+impl ScheduleState {
+    /// Every state.
+    pub const ALL: [ScheduleState; 4] = [
+        ScheduleState::Pending,
+        ScheduleState::Held,
+        ScheduleState::Fired,
+        ScheduleState::Cancelled,
+    ];
+
+    /// Its name: `pending`, `held`, `fired` or `cancelled`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScheduleState::Pending => "pending",
+            ScheduleState::Held => "held",
+            ScheduleState::Fired => "fired",
+            ScheduleState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::str::FromStr for ScheduleState {
+    type Err = String;
+
+    /// Parses a state's name; the error names the value and the states.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        ScheduleState::ALL
+            .into_iter()
+            .find(|state| state.name() == name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown schedule state `{name}`: expected one of `pending`, `held`, `fired`, `cancelled`"
+                )
+            })
+    }
+}
+
 /// A scheduled transition with what became of it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ScheduleRecord {
     /// The schedule.
     #[serde(flatten)]
     pub scheduled: Scheduled,
-    /// `pending`, `held` (its policy failed; it fires again once the
-    /// operator activates a version), `fired` or `cancelled`.
-    pub state: String,
+    /// What became of it.
+    pub state: ScheduleState,
     /// The last failure of its policy, if it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -590,6 +640,20 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// Store faults.
     fn next_due(&self) -> Result<Option<Timestamp>>;
+
+    /// The operator's schedules with an id after `after`, in that state
+    /// when given, by id, at most `limit`.
+    ///
+    /// # Errors
+    ///
+    /// Store faults.
+    fn schedules(
+        &self,
+        operator: &str,
+        state: Option<ScheduleState>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>>;
 
     /// How many schedules each operator has held, for the operators with
     /// any, by operator id.

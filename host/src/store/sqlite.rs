@@ -27,8 +27,8 @@ use serde_json::{Value, json};
 use super::{
     Anonymization, Anonymized, AuditRecord, Change, Committed, Event, Fires, LOCK_EXPIRY_ACTION,
     LiftMode, Lifted, LockImport, LockRecord, NewAudit, NewLock, NewToken, OperatorRecord,
-    PolicyVersion, ScheduleRecord, Scheduled, Store, StoredPolicy, SubjectRecords, SubjectState,
-    TokenRecord, Write,
+    PolicyVersion, ScheduleRecord, ScheduleState, Scheduled, Store, StoredPolicy, SubjectRecords,
+    SubjectState, TokenRecord, Write,
 };
 use super::{schema, vfs};
 use crate::PolicyId;
@@ -625,6 +625,33 @@ impl Store for SqliteStore {
                 )
                 .optional()?;
             at.map(|at| parse(&at, "time")).transpose()
+        })
+    }
+
+    fn schedules(
+        &self,
+        operator: &str,
+        state: Option<ScheduleState>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>> {
+        let which = match state {
+            None => "",
+            Some(ScheduleState::Pending) => "AND state = 'pending' AND held = 0",
+            Some(ScheduleState::Held) => "AND state = 'pending' AND held = 1",
+            Some(ScheduleState::Fired) => "AND state = 'fired'",
+            Some(ScheduleState::Cancelled) => "AND state = 'cancelled'",
+        };
+        self.read(|conn| {
+            rows(
+                conn,
+                &format!(
+                    "SELECT {SCHEDULE_COLUMNS} FROM schedules
+                     WHERE operator = ?1 AND id > ?2 {which} ORDER BY id LIMIT ?3"
+                ),
+                params![operator, after, limit as i64],
+                scheduled,
+            )
         })
     }
 
@@ -1598,9 +1625,17 @@ fn scheduled(row: &Row<'_>) -> Result<ScheduleRecord> {
             params: json(&row.get::<_, String>(7)?)?,
             attempts: row.get(10)?,
         },
-        state: match (row.get::<_, String>(8)?, row.get::<_, bool>(9)?) {
-            (state, true) if state == "pending" => "held".to_owned(),
-            (state, _) => state,
+        state: match (row.get::<_, String>(8)?.as_str(), row.get::<_, bool>(9)?) {
+            ("pending", false) => ScheduleState::Pending,
+            ("pending", true) => ScheduleState::Held,
+            ("fired", _) => ScheduleState::Fired,
+            ("cancelled", _) => ScheduleState::Cancelled,
+            (other, _) => {
+                return Err(Error::Store(format!(
+                    "schedule {} has an unknown state `{other}`",
+                    row.get::<_, i64>(0)?
+                )));
+            }
         },
         last_error: row.get(11)?,
     })
