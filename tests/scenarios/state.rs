@@ -1333,6 +1333,17 @@ fn host_3_a_lock_whose_expiry_policy_fails_is_lifted_once_and_its_follow_up_wait
     let records = host.export_subject(OPERATOR, &c1(), at(T0)).unwrap();
     assert_eq!(records.locks.len(), 1);
     assert_eq!(records.schedules[0].state.name(), "fired");
+    assert!(records.schedules[0].last_error.is_some());
+
+    // The policy's failure may quote its input: anonymization (PUB-5)
+    // replaces it.
+    host.anonymize_subject(OPERATOR, &c1(), &Actor::staff("dpo"), at(T0))
+        .unwrap();
+    let records = host.export_subject(OPERATOR, &c1(), at(T0)).unwrap();
+    assert_eq!(
+        records.schedules[0].last_error.as_deref(),
+        Some("anonymized")
+    );
 }
 
 #[test]

@@ -1498,6 +1498,12 @@ fn anonymize(conn: &Connection, anonymization: &Anonymization) -> Result<Anonymi
          WHERE operator = ?1 AND subject_kind = ?2 AND subject_id = ?3",
         key,
     )? as u64;
+    // A policy's failure may quote its input.
+    conn.execute(
+        "UPDATE schedules SET last_error = ?4
+         WHERE operator = ?1 AND subject_kind = ?2 AND subject_id = ?3 AND last_error IS NOT NULL",
+        params![operator, subject.kind.name(), subject.id, placeholder],
+    )?;
     anonymized.audit_seq = append_audit(
         conn,
         operator,
