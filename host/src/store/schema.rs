@@ -167,7 +167,7 @@ ALTER TABLE schedules ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE schedules ADD COLUMN last_error TEXT;
 DROP INDEX schedules_pending;
 CREATE INDEX schedules_pending ON schedules (at_ns, id) WHERE state = 'pending' AND held = 0;
-CREATE INDEX schedules_held ON schedules (operator) WHERE state = 'pending' AND held = 1;
+CREATE INDEX schedules_held ON schedules (operator, id) WHERE state = 'pending' AND held = 1;
 "#,
 ];
 
