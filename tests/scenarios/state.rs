@@ -15,8 +15,8 @@ use rulehost::wire::{
     TransitionInput, Trigger,
 };
 use rulehost::{
-    Clock, EngineConfig, Error, Host, ManualClock, Outcome, PolicyId, ReplayWith, Scheduler,
-    host_actor,
+    Clock, EngineConfig, Error, Host, Isolation, ManualClock, Outcome, PolicyId, ReplayWith,
+    Scheduler, host_actor,
 };
 use serde_json::{Value, json};
 
@@ -1344,6 +1344,84 @@ fn host_3_a_lock_whose_expiry_policy_fails_is_lifted_once_and_its_follow_up_wait
         records.schedules[0].last_error.as_deref(),
         Some("anonymized")
     );
+}
+
+/// A module whose `transition` applies nothing and whose `authorize` traps,
+/// which discards a warm instance.
+const APPLY_NOTHING_TRAP_ON_AUTHORIZE: &str = r#"(module
+  (memory (export "memory") 1)
+  (data (i32.const 0) "{\"ok\":{\"decision\":\"apply\",\"effects\":[]}}")
+  (func (export "rulehost_abi_version") (result i32) i32.const 1)
+  (func (export "rulehost_alloc") (param i32) (result i32) i32.const 4096)
+  (func (export "rulehost_transition") (param i32 i32) (result i64) i64.const 40)
+  (func (export "rulehost_authorize") (param i32 i32) (result i64) unreachable))"#;
+
+#[test]
+fn host_3_an_expiry_with_no_instance_to_be_had_stays_due_until_one_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two instances in all; in reuse mode each loaded policy set keeps one
+    // warm until a trap discards it.
+    let config = EngineConfig {
+        isolation: Isolation::Reuse,
+        max_instances: 2,
+        ..EngineConfig::default()
+    };
+    let host = Host::open(dir.path().join("rulehost.db"), config).unwrap();
+    let install = |operator: &str, wat: &str| {
+        let id = PolicyId::new("wat", 1);
+        host.install(
+            operator,
+            id.clone(),
+            wat.as_bytes(),
+            &json!({}),
+            &anna(),
+            at(T0),
+        )
+        .unwrap();
+        host.activate(operator, &id, &anna(), at(T0)).unwrap();
+    };
+    let trap = |operator: &str| {
+        let decision = host
+            .authorize(operator, at(T0), request("x", anna(), customer_c1()))
+            .unwrap();
+        assert!(decision.failed_closed(), "{decision:?}");
+    };
+    install(OPERATOR, APPLY_NOTHING_TRAP_ON_AUTHORIZE);
+    let line = r#"{"subject_id":"c-1","actor":"legacy","reason":"deferral","since":"2026-11-01T00:00:00Z","until":"2026-11-20T00:00:00Z"}"#;
+    host.import_locks(
+        OPERATOR,
+        line,
+        ImportFormat::JsonLines,
+        OnBadRow::Refuse,
+        &anna(),
+        at(T0),
+    )
+    .unwrap();
+    trap(OPERATOR);
+    install("other", APPLY_NOTHING_TRAP_ON_AUTHORIZE);
+    install("third", APPLY_NOTHING_TRAP_ON_AUTHORIZE);
+    let audit = host.verify_audit().unwrap().records;
+
+    // Both instances are warm for the other operators: nothing fires,
+    // nothing is consumed or recorded, and the lock stays.
+    assert_eq!(
+        host.fire_due(at(T0)).unwrap(),
+        rulehost::FireReport::default()
+    );
+    assert_eq!(host.next_due().unwrap(), Some(at("2026-11-20T00:00:00Z")));
+    assert_eq!(host.verify_audit().unwrap().records, audit);
+    let lifted = |host: &Host| {
+        let records = host.export_subject(OPERATOR, &c1(), at(T0)).unwrap();
+        records.locks[0].lifted.is_some()
+    };
+    assert!(!lifted(&host));
+    assert!(event_kinds(&host).is_empty());
+
+    trap("third");
+    let report = host.fire_due(at(T0)).unwrap();
+    assert_eq!((report.fired, report.held), (1, 0));
+    assert!(lifted(&host));
+    assert_eq!(event_kinds(&host), ["lock.expired customer:c-1"]);
 }
 
 #[test]
