@@ -14,7 +14,7 @@ use wasmtime::{Caller, Enabled, InstanceAllocationStrategy, Linker, PoolingAlloc
 
 use crate::cache::{ModuleCache, sha256_hex};
 use crate::error::{Error, LoadError, Result};
-use crate::policy::{PolicySet, Sandbox};
+use crate::policy::{PolicySet, Sandbox, WarmPools};
 
 /// Bounds every evaluation runs within.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -53,7 +53,8 @@ pub enum Isolation {
     #[default]
     Fresh,
     /// Warm instances kept between evaluations, one per concurrent caller,
-    /// thrown away after any failure. Faster; a policy's statics survive
+    /// thrown away after any failure, and dropped when another policy set
+    /// finds the instance pool full. Faster; a policy's statics survive
     /// from one evaluation to the next, so the fuel an input spends may vary
     /// with what ran before it.
     Reuse,
@@ -148,6 +149,9 @@ pub struct Engine {
     /// that run the same module share one compiled copy. An entry lives as
     /// long as a policy set holds it.
     compiled: Arc<Mutex<HashMap<String, Weak<wasmtime::Module>>>>,
+    /// The policy sets' warm instances in reuse mode, which a policy set
+    /// that finds the instance pool full may take back.
+    pub(crate) warm_pools: Arc<WarmPools>,
 }
 
 impl fmt::Debug for Engine {
@@ -196,6 +200,7 @@ impl Engine {
             config,
             cache,
             compiled: Arc::default(),
+            warm_pools: Arc::default(),
         })
     }
 

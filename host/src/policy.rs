@@ -7,7 +7,7 @@
 //! in there becomes a [`Failure`], and the caller gets the hook's
 //! fail-closed decision with a [`Diagnostic`].
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use rulehost_sdk::wire::{ABI_VERSION, Envelope, Hook, HookKind, Reply, Timestamp};
 use serde::Serialize;
@@ -94,6 +94,44 @@ pub struct PolicySet {
     inner: Arc<Inner>,
 }
 
+/// A policy set's warm instances.
+type WarmPool = Mutex<Vec<Warm>>;
+
+/// The warm pools of an engine's policy sets in reuse mode. The instances
+/// they keep hold slots of the engine's instance pool; a policy set that
+/// finds the pool full takes them back, so that many operators' policy sets
+/// can share one pool.
+#[derive(Default)]
+pub(crate) struct WarmPools(Mutex<Vec<Weak<WarmPool>>>);
+
+impl WarmPools {
+    fn register(&self, pool: &Arc<WarmPool>) {
+        let mut pools = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        pools.retain(|pool| pool.strong_count() > 0);
+        pools.push(Arc::downgrade(pool));
+    }
+
+    /// Drops the warm instances of every pool but `keep`; how many.
+    fn evict_all_but(&self, keep: &Arc<WarmPool>) -> usize {
+        let pools: Vec<Arc<WarmPool>> = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|pool| !Arc::ptr_eq(pool, keep))
+            .collect();
+        // Taken out under each pool's lock, dropped after it.
+        let evicted: Vec<Warm> = pools
+            .iter()
+            .flat_map(|pool| {
+                std::mem::take(&mut *pool.lock().unwrap_or_else(PoisonError::into_inner))
+            })
+            .collect();
+        evicted.len()
+    }
+}
+
 struct Inner {
     id: PolicyId,
     sha256: String,
@@ -105,8 +143,10 @@ struct Inner {
     limits: Limits,
     isolation: Isolation,
     /// Warm instances in reuse mode.
-    warm: Mutex<Vec<Warm>>,
+    warm: Arc<WarmPool>,
     max_warm: usize,
+    /// The engine's warm pools, this one among them.
+    pools: Arc<WarmPools>,
 }
 
 impl std::fmt::Debug for PolicySet {
@@ -165,11 +205,18 @@ impl PolicySet {
                 },
                 limits,
                 isolation: engine.config.isolation,
-                warm: Mutex::new(Vec::new()),
+                warm: Arc::default(),
                 max_warm,
+                pools: Arc::clone(&engine.warm_pools),
             }),
         };
-        let mut first = Warm::new(&policy.inner).map_err(|f| LoadError::Instantiate(f.message))?;
+        if policy.inner.isolation == Isolation::Reuse {
+            engine.warm_pools.register(&policy.inner.warm);
+        }
+        let mut first = policy
+            .inner
+            .instantiate()
+            .map_err(|f| LoadError::Instantiate(f.message))?;
         let version = first
             .abi_version(&module)
             .map_err(|f| LoadError::Instantiate(f.message))?;
@@ -277,7 +324,7 @@ impl Inner {
                 .pop(),
             Isolation::Fresh => None,
         };
-        let mut warm = match warm.map_or_else(|| Warm::new(self), Ok) {
+        let mut warm = match warm.map_or_else(|| self.instantiate(), Ok) {
             Ok(warm) => warm,
             Err(failure) => return (Err(failure), 0, Vec::new()),
         };
@@ -288,6 +335,22 @@ impl Inner {
             self.release(warm);
         }
         (result, self.limits.fuel.saturating_sub(left), logs)
+    }
+
+    /// A new instance. In reuse mode, when the engine's instance pool is
+    /// full, the other policy sets' warm instances are dropped and it is
+    /// tried once more; instances in use stay.
+    fn instantiate(&self) -> Result<Warm, Failure> {
+        match Warm::new(self) {
+            Err(failure)
+                if failure.kind == FailureKind::Instantiation
+                    && self.isolation == Isolation::Reuse
+                    && self.pools.evict_all_but(&self.warm) > 0 =>
+            {
+                Warm::new(self)
+            }
+            other => other,
+        }
     }
 
     /// Keeps a healthy instance warm in reuse mode; drops it otherwise.
