@@ -110,6 +110,54 @@ fn activate_fixed(host: &Host, version: u32, effects: Value) {
     activate_reply(host, "fixed", version, &reply);
 }
 
+/// Schedules `end_contract` of `contract:k-1` at 2026-12-31, as `fixed@1`
+/// decides for the action `end_contract_at`; returns when it is due.
+fn schedule_contract_end(host: &Host) -> Timestamp {
+    let k1 = json!({ "kind": "contract", "id": "k-1" });
+    activate_fixed(
+        host,
+        1,
+        json!([{ "effect": "schedule", "subject": k1, "at": "2026-12-31T00:00:00Z",
+                 "action": "end_contract" }]),
+    );
+    act(
+        host,
+        T0,
+        "end_contract_at",
+        anna(),
+        contract_k1(),
+        Value::Null,
+    )
+    .unwrap();
+    at("2026-12-31T00:00:00Z")
+}
+
+/// Activates `fixed@version`, whose `transition` ends `contract:k-1`.
+fn activate_contract_end(host: &Host, version: u32) {
+    let k1 = json!({ "kind": "contract", "id": "k-1" });
+    activate_fixed(
+        host,
+        version,
+        json!([{ "effect": "set_status", "subject": k1, "status": "ended" }]),
+    );
+}
+
+/// Imports a legacy lock of customer `id` that ended on 2026-11-20, before
+/// `T0`, so its expiry is due.
+fn import_ended_lock(host: &Host, id: &str) {
+    let line = json!({ "subject_id": id, "actor": "legacy", "reason": "deferral",
+                       "since": "2026-11-01T00:00:00Z", "until": "2026-11-20T00:00:00Z" });
+    host.import_locks(
+        OPERATOR,
+        &line.to_string(),
+        ImportFormat::JsonLines,
+        OnBadRow::Refuse,
+        &anna(),
+        at(T0),
+    )
+    .unwrap();
+}
+
 fn event_kinds(host: &Host) -> Vec<String> {
     host.events(OPERATOR, "test", 100)
         .expect("events")
@@ -720,27 +768,8 @@ fn pub_4_pub_5_export_then_anonymize_keeps_actors_and_a_verifying_chain() {
 fn a_store_from_before_held_schedules_keeps_its_pending_ones_due_after_the_upgrade() {
     let dir = tempfile::tempdir().unwrap();
     let host = open(dir.path());
-    let k1 = json!({ "kind": "contract", "id": "k-1" });
-    activate_fixed(
-        &host,
-        1,
-        json!([{ "effect": "schedule", "subject": k1, "at": "2026-12-31T00:00:00Z",
-                 "action": "end_contract" }]),
-    );
-    act(
-        &host,
-        T0,
-        "end_contract_at",
-        anna(),
-        contract_k1(),
-        Value::Null,
-    )
-    .unwrap();
-    activate_fixed(
-        &host,
-        2,
-        json!([{ "effect": "set_status", "subject": k1, "status": "ended" }]),
-    );
+    schedule_contract_end(&host);
+    activate_contract_end(&host, 2);
     drop(host);
     // The file as schema version 3 left it: no hold columns, the old index.
     let conn = rusqlite::Connection::open(dir.path().join("rulehost.db")).unwrap();
@@ -1084,28 +1113,9 @@ fn large_and_concurrent_commits_leave_a_file_plain_sqlite_finds_whole() {
 fn gym_2_host_7_a_scheduled_transition_fires_once_through_the_policy() {
     let dir = tempfile::tempdir().unwrap();
     let host = open(dir.path());
-    let k1 = json!({ "kind": "contract", "id": "k-1" });
-    activate_fixed(
-        &host,
-        1,
-        json!([{ "effect": "schedule", "subject": k1, "at": "2026-12-31T00:00:00Z",
-                 "action": "end_contract" }]),
-    );
-    act(
-        &host,
-        T0,
-        "end_contract_at",
-        anna(),
-        contract_k1(),
-        Value::Null,
-    )
-    .unwrap();
+    schedule_contract_end(&host);
     assert_eq!(host.next_due().unwrap(), Some(at("2026-12-31T00:00:00Z")));
-    activate_fixed(
-        &host,
-        2,
-        json!([{ "effect": "set_status", "subject": k1, "status": "ended" }]),
-    );
+    activate_contract_end(&host, 2);
 
     assert_eq!(host.fire_due(at("2026-12-30T23:59:59Z")).unwrap().fired, 0);
     let end = at("2026-12-31T00:00:00Z");
@@ -1137,16 +1147,7 @@ fn host_3_an_expiry_whose_follow_up_cannot_be_applied_still_lifts_the_lock() {
         json!([{ "effect": "lift_lock", "subject": { "kind": "customer", "id": "c-9" },
                  "reason": "follow-up" }]),
     );
-    let line = r#"{"subject_id":"c-1","actor":"legacy","reason":"deferral","since":"2026-11-01T00:00:00Z","until":"2026-11-20T00:00:00Z"}"#;
-    host.import_locks(
-        OPERATOR,
-        line,
-        ImportFormat::JsonLines,
-        OnBadRow::Refuse,
-        &anna(),
-        at(T0),
-    )
-    .unwrap();
+    import_ended_lock(&host, "c-1");
 
     let report = host.fire_due(at(T0)).unwrap();
     assert_eq!((report.fired, report.fired_without_effects), (0, 1));
@@ -1167,28 +1168,12 @@ fn host_3_an_expiry_whose_follow_up_cannot_be_applied_still_lifts_the_lock() {
     assert!(host.verify_audit().unwrap().is_intact());
 }
 
-/// A schedule of `contract:k-1` (`end_contract` at 2026-12-31), planned by
-/// `fixed@1`, whose `transition` is then replaced by `broken@2`, which
-/// answers garbage.
+/// [`schedule_contract_end`], after which `broken@2`, whose `transition`
+/// answers garbage, is activated.
 fn schedule_under_a_broken_policy(host: &Host) -> Timestamp {
-    let k1 = json!({ "kind": "contract", "id": "k-1" });
-    activate_fixed(
-        host,
-        1,
-        json!([{ "effect": "schedule", "subject": k1, "at": "2026-12-31T00:00:00Z",
-                 "action": "end_contract" }]),
-    );
-    act(
-        host,
-        T0,
-        "end_contract_at",
-        anna(),
-        contract_k1(),
-        Value::Null,
-    )
-    .unwrap();
+    let end = schedule_contract_end(host);
     activate_reply(host, "broken", 2, "not json");
-    at("2026-12-31T00:00:00Z")
+    end
 }
 
 #[test]
@@ -1251,12 +1236,7 @@ fn host_7_a_firing_whose_policy_fails_is_held_until_the_operator_activates_a_ver
     drop(host);
     let host = open(dir.path());
     assert_eq!(host.next_due().unwrap(), None);
-    activate_fixed(
-        &host,
-        3,
-        json!([{ "effect": "set_status", "subject": { "kind": "contract", "id": "k-1" },
-                 "status": "ended" }]),
-    );
+    activate_contract_end(&host, 3);
     assert_eq!(host.next_due().unwrap(), Some(end));
     assert!(host.held_schedules().unwrap().is_empty());
     let later = at("2027-01-02T00:00:00Z");
@@ -1288,16 +1268,7 @@ fn host_3_a_lock_whose_expiry_policy_fails_is_lifted_once_and_its_follow_up_wait
     let dir = tempfile::tempdir().unwrap();
     let host = open(dir.path());
     activate_reply(&host, "broken", 1, "not json");
-    let line = r#"{"subject_id":"c-1","actor":"legacy","reason":"deferral","since":"2026-11-01T00:00:00Z","until":"2026-11-20T00:00:00Z"}"#;
-    host.import_locks(
-        OPERATOR,
-        line,
-        ImportFormat::JsonLines,
-        OnBadRow::Refuse,
-        &anna(),
-        at(T0),
-    )
-    .unwrap();
+    import_ended_lock(&host, "c-1");
 
     assert_eq!(host.fire_due(at(T0)).unwrap().held, 1);
     assert!(
@@ -1379,19 +1350,7 @@ fn host_3_an_expiry_with_no_instance_to_be_had_stays_due_until_one_is_free() {
     // customer.
     for attempt in 0..5 {
         let customer = SubjectRef::new(SubjectKind::Customer, format!("c-{attempt}"));
-        let line = format!(
-            r#"{{"subject_id":"{}","actor":"legacy","reason":"deferral","since":"2026-11-01T00:00:00Z","until":"2026-11-20T00:00:00Z"}}"#,
-            customer.id
-        );
-        host.import_locks(
-            OPERATOR,
-            &line,
-            ImportFormat::JsonLines,
-            OnBadRow::Refuse,
-            &anna(),
-            at(T0),
-        )
-        .unwrap();
+        import_ended_lock(&host, &customer.id);
         let lifted = |host: &Host| {
             let records = host.export_subject(OPERATOR, &customer, at(T0)).unwrap();
             records.locks[0].lifted.is_some()
