@@ -1232,10 +1232,20 @@ fn host_7_a_firing_whose_policy_fails_is_held_until_the_operator_activates_a_ver
             .is_empty()
     );
 
-    // Held across a restart, and released by the next activation.
+    // Held across a restart. Activating the same version again retries it
+    // (for a failure that depended on the subject's state): it fails again.
     drop(host);
     let host = open(dir.path());
     assert_eq!(host.next_due().unwrap(), None);
+    let broken = PolicyId::new("broken", 2);
+    host.activate(OPERATOR, &broken, &anna(), end).unwrap();
+    assert_eq!(host.next_due().unwrap(), Some(end));
+    assert_eq!(host.fire_due(end).unwrap().held, 1);
+    let events = host.events(OPERATOR, "test", 100).unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].data["attempts"], 2);
+
+    // Another version fires it.
     activate_contract_end(&host, 3);
     assert_eq!(host.next_due().unwrap(), Some(end));
     assert!(host.held_schedules().unwrap().is_empty());
@@ -1253,7 +1263,7 @@ fn host_7_a_firing_whose_policy_fails_is_held_until_the_operator_activates_a_ver
     let schedule = &records.schedules[0];
     assert_eq!(
         (schedule.state.name(), schedule.scheduled.attempts),
-        ("fired", 2)
+        ("fired", 3)
     );
     let fired: Value = serde_json::from_str(&records.audit.last().unwrap().payload).unwrap();
     assert_eq!(fired["envelope"]["input"]["action"], "end_contract");
