@@ -582,7 +582,7 @@ impl Host {
     ///
     /// # Errors
     ///
-    /// Store errors.
+    /// [`Error::UnknownOperator`]; store errors.
     pub fn schedules(
         &self,
         operator: &str,
@@ -590,6 +590,13 @@ impl Host {
         after: i64,
         limit: usize,
     ) -> Result<Vec<ScheduleRecord>> {
+        if !self
+            .list_operators()?
+            .iter()
+            .any(|known| known.id == operator)
+        {
+            return Err(Error::UnknownOperator(operator.to_owned()));
+        }
         self.store.schedules(operator, state, after, limit)
     }
 

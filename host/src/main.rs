@@ -11,6 +11,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rulehost::import::{ImportFormat, OnBadRow};
 use rulehost::service::{AppState, ServiceClock, ServiceConfig};
+use rulehost::store::ScheduleState;
 use rulehost::wire::{
     Actor, Authorize, Billing, Hook, HookKind, Subject, SubjectRef, Timestamp, Transition,
     TransitionDecision, TransitionInput, Trigger, ValidateSettings,
@@ -173,6 +174,25 @@ enum Command {
         /// The subject, as `KIND:ID` (`customer:m-1`).
         #[arg(long, value_name = "KIND:ID")]
         subject: SubjectRef,
+    },
+    /// Print an operator's scheduled transitions as JSON, by id: what is
+    /// pending, held because its policy failed, fired or cancelled.
+    Schedules {
+        #[command(flatten)]
+        db: Db,
+        /// The operator.
+        #[arg(long)]
+        operator: String,
+        /// Only those in this state: `pending`, `held`, `fired` or
+        /// `cancelled`.
+        #[arg(long)]
+        state: Option<ScheduleState>,
+        /// Only those with an id after this one.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
     /// Run JSON cases against a policy module and print a line per case
     /// and a final `N passed, N failed`; exits non-zero on any failure.
@@ -481,6 +501,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let records = open(&db)?.export_subject(&operator, &subject, clock_now())?;
             print_json(&records)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schedules {
+            db,
+            operator,
+            state,
+            after,
+            limit,
+        } => {
+            let schedules = open(&db)?.schedules(&operator, state, after, limit)?;
+            print_json(&json!({ "schedules": schedules }))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { policy, cases } => author::test(&policy, &cases),
