@@ -511,50 +511,39 @@ fn policy_lock_unlock_audit_import_and_export_commands_share_one_database() {
     assert_eq!(export["locks"][0]["message"], "call Olga");
 
     // The lock's expiry was cancelled when it was lifted.
-    let cancelled = run_json(&[
-        "schedules",
-        "--db",
-        db,
-        "--operator",
-        "acme",
-        "--state",
-        "cancelled",
-    ]);
-    let cancelled = cancelled["schedules"].as_array().unwrap();
-    assert_eq!(cancelled.len(), 1, "{cancelled:?}");
-    assert_eq!(
-        cancelled[0]["subject"],
-        serde_json::json!({ "kind": "customer", "id": "m-1" })
-    );
-    let pending = run_json(&[
-        "schedules",
-        "--db",
-        db,
-        "--operator",
-        "acme",
-        "--state",
-        "pending",
-    ]);
-    assert_eq!(pending["schedules"], serde_json::json!([]));
-    let unknown = rulehost(
-        &[
+    let schedules = |operator: &str, state: &str| {
+        let args = [
             "schedules",
             "--db",
             db,
             "--operator",
-            "acme",
+            operator,
             "--state",
-            "due",
-        ],
-        None,
+            state,
+        ];
+        rulehost(&args, None)
+    };
+    let listed = |state: &str| -> serde_json::Value {
+        let output = schedules("acme", state);
+        assert!(output.status.success(), "{output:?}");
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()["schedules"].clone()
+    };
+    let cancelled = listed("cancelled");
+    assert_eq!(cancelled.as_array().unwrap().len(), 1, "{cancelled}");
+    assert_eq!(
+        cancelled[0]["subject"],
+        serde_json::json!({ "kind": "customer", "id": "m-1" })
     );
-    assert!(!unknown.status.success());
-    let stderr = String::from_utf8_lossy(&unknown.stderr);
-    assert!(stderr.contains("unknown schedule state `due`"), "{stderr}");
-    let nobody = rulehost(&["schedules", "--db", db, "--operator", "nobody"], None);
-    assert!(!nobody.status.success());
-    let stderr = String::from_utf8_lossy(&nobody.stderr);
-    assert!(stderr.contains("unknown operator `nobody`"), "{stderr}");
+    assert_eq!(listed("pending"), serde_json::json!([]));
+    for (operator, state, error) in [
+        ("acme", "due", "unknown schedule state `due`"),
+        ("nobody", "held", "unknown operator `nobody`"),
+    ] {
+        let refused = schedules(operator, state);
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(error), "{stderr}");
+    }
 
     let bad = rulehost(
         &[
