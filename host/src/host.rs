@@ -55,6 +55,9 @@ pub struct Host {
     operators: Operators,
     schedules_changed: tokio::sync::Notify,
     require_signatures: std::sync::atomic::AtomicBool,
+    /// Held while an activation is written and made active, so that
+    /// [`Host::sync_activations`] never puts back a version it read before.
+    activating: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Host {
@@ -167,6 +170,7 @@ impl Host {
             operators,
             schedules_changed: tokio::sync::Notify::new(),
             require_signatures: std::sync::atomic::AtomicBool::new(false),
+            activating: std::sync::Mutex::new(()),
         })
     }
 
@@ -256,6 +260,7 @@ impl Host {
         // Installed and activated in one transaction: a fault leaves no
         // version behind that a retry would find already installed.
         let activation = activate.then(|| activation_audit(&active, by));
+        let _activating = self.activating();
         self.store.add_policy(operator, stored, audit, activation)?;
         if activate {
             self.operators.replace(operator, active);
@@ -291,11 +296,55 @@ impl Host {
         check_pin(operator, &stored, &policy)?;
         let active = Active::checked(operator, policy, &stored.settings, now)?;
         let audit = activation_audit(&active, by);
+        let _activating = self.activating();
         self.store.activate_policy(operator, id, now, audit)?;
         self.operators.replace(operator, active);
         // The activation released held schedules.
         self.schedules_changed.notify_one();
         Ok(())
+    }
+
+    /// Makes active here the versions another process (the CLI, another
+    /// host on the same file) activated in the store since this host
+    /// loaded them; returns the operators changed. A running
+    /// [`Scheduler`](crate::Scheduler) calls it every few seconds.
+    ///
+    /// # Errors
+    ///
+    /// Store errors; load and settings errors of a version activated
+    /// elsewhere, which then stays inactive here (the operators before it
+    /// in the error are changed).
+    pub fn sync_activations(&self) -> Result<Vec<String>> {
+        let _activating = self.activating();
+        let mut changed = Vec::new();
+        for (operator, id) in self.store.active_versions()? {
+            let current = self.operators.active(&operator).ok();
+            if current.is_some_and(|active| *active.policy.id() == id) {
+                continue;
+            }
+            let stored =
+                self.store
+                    .policy(&operator, &id)?
+                    .ok_or_else(|| Error::UnknownPolicyVersion {
+                        operator: operator.clone(),
+                        policy: id.to_string(),
+                    })?;
+            let policy = self.engine.load(id.clone(), &stored.wasm)?;
+            check_pin(&operator, &stored, &policy)?;
+            let active = Active::checked(&operator, policy, &stored.settings, stored.installed_at)?;
+            self.operators.replace(&operator, active);
+            changed.push(operator);
+        }
+        if !changed.is_empty() {
+            self.schedules_changed.notify_one();
+        }
+        Ok(changed)
+    }
+
+    fn activating(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.activating
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Reactivates the version that was active before the current one.

@@ -4,6 +4,9 @@
 //! A tokio task that runs [`Host::fire_due`] at start-up (so what fell due
 //! while the host was down fires then, once), whenever the earliest pending
 //! schedule comes due, and whenever a change may have added an earlier one.
+//! Every run, and at least every two seconds, it first picks up policy set
+//! versions another process activated ([`Host::sync_activations`]), so that
+//! `rulehost policy activate` takes effect in a running service.
 //! Time comes from a [`Clock`], so tests move a [`ManualClock`] instead of
 //! sleeping.
 
@@ -119,6 +122,10 @@ pub struct Scheduler {
 /// How far ahead the scheduler sleeps when nothing is scheduled.
 const IDLE: time::Duration = time::Duration::hours(1);
 
+/// How often the scheduler looks for versions activated by another process
+/// ([`Host::sync_activations`]).
+const SYNC_EVERY: Duration = Duration::from_secs(2);
+
 /// How long the scheduler waits before retrying after a store error, or
 /// when schedules it could not fire yet are still due.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -139,10 +146,17 @@ impl Scheduler {
                 changed.as_mut().enable();
                 let now = clock.now();
                 let fire = Arc::clone(&host);
-                let result = tokio::task::spawn_blocking(move || fire.fire_due(now))
-                    .await
-                    .map_err(|e| format!("the scheduler's run panicked: {e}"))
-                    .and_then(|fired| fired.map_err(|e| e.to_string()));
+                let result = tokio::task::spawn_blocking(move || {
+                    // A version activated by another process fires what
+                    // it released with that version, not the one before.
+                    if let Err(error) = fire.sync_activations() {
+                        eprintln!("warning: scheduler: {error}");
+                    }
+                    fire.fire_due(now)
+                })
+                .await
+                .map_err(|e| format!("the scheduler's run panicked: {e}"))
+                .and_then(|fired| fired.map_err(|e| e.to_string()));
                 let failed = result.is_err();
                 report.send_replace(Some(Run { now, result }));
                 let next = match host.next_due() {
@@ -162,6 +176,7 @@ impl Scheduler {
                 tokio::select! {
                     () = &mut changed => {}
                     () = wait => {}
+                    () = tokio::time::sleep(SYNC_EVERY) => {}
                     _ = stopped.changed() => return,
                 }
             }

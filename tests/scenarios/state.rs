@@ -468,6 +468,64 @@ fn host_6_rollback_to_the_previous_version_changes_decisions_back() {
 }
 
 #[test]
+fn host_6_a_version_activated_by_another_process_is_taken_up_and_fires_what_it_released() {
+    let dir = tempfile::tempdir().unwrap();
+    // `cli` stands for `rulehost policy activate` run while `service` serves
+    // the same file.
+    let cli = open(dir.path());
+    let end = schedule_under_a_broken_policy(&cli);
+    let service = open(dir.path());
+    assert_eq!(service.fire_due(end).unwrap().held, 1);
+
+    activate_contract_end(&cli, 3);
+    // The store released the hold, but the service still runs `broken@2`:
+    // its failure does not hold the schedule again, and nothing is recorded.
+    let audit = service.verify_audit().unwrap().records;
+    assert_eq!(
+        service.fire_due(end).unwrap(),
+        rulehost::FireReport::default()
+    );
+    assert_eq!(service.verify_audit().unwrap().records, audit);
+    assert_eq!(service.next_due().unwrap(), Some(end));
+
+    assert_eq!(service.sync_activations().unwrap(), [OPERATOR]);
+    assert_eq!(
+        *service.operators().active(OPERATOR).unwrap().policy.id(),
+        PolicyId::new("fixed", 3)
+    );
+    assert!(service.sync_activations().unwrap().is_empty());
+    assert_eq!(service.fire_due(end).unwrap().fired, 1);
+    let contract = SubjectRef::new(SubjectKind::Contract, "k-1");
+    assert_eq!(
+        service
+            .subject(OPERATOR, &contract, end)
+            .unwrap()
+            .status
+            .as_deref(),
+        Some("ended")
+    );
+}
+
+#[tokio::test]
+async fn host_6_a_running_scheduler_takes_up_a_version_activated_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = open(dir.path());
+    activate_contract_end(&cli, 1);
+    let service = Arc::new(open(dir.path()));
+    let scheduler = Scheduler::start(Arc::clone(&service), Arc::new(ManualClock::new(at(T0))));
+    activate_contract_end(&cli, 2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while *service.operators().active(OPERATOR).unwrap().policy.id() != PolicyId::new("fixed", 2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the running scheduler did not take up `fixed@2` within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    scheduler.stop().await;
+}
+
+#[test]
 fn host_6_installing_a_version_twice_or_activating_an_unknown_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let host = subscription_host(dir.path());

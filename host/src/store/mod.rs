@@ -580,6 +580,14 @@ pub trait Store: Send + Sync + 'static {
     /// Store faults.
     fn active_policies(&self) -> Result<Vec<(String, StoredPolicy)>>;
 
+    /// Every operator's active version, by operator id: what
+    /// [`Store::active_policies`] names, without the modules.
+    ///
+    /// # Errors
+    ///
+    /// Store faults.
+    fn active_versions(&self) -> Result<BTreeMap<String, PolicyId>>;
+
     /// What the store holds about each subject, with the locks active at
     /// `now`, read in one consistent snapshot; in the order asked.
     ///

@@ -543,6 +543,25 @@ impl Store for SqliteStore {
         })
     }
 
+    fn active_versions(&self) -> Result<BTreeMap<String, PolicyId>> {
+        self.read(|conn| {
+            // SQLite takes the bare columns from the row with the largest
+            // `seq` of each operator.
+            let mut stmt = conn.prepare_cached(
+                "SELECT operator, name, version, MAX(seq) FROM activations GROUP BY operator",
+            )?;
+            let active = stmt
+                .query_map([], |row| {
+                    Ok((
+                        row.get(0)?,
+                        PolicyId::new(row.get::<_, String>(1)?, row.get(2)?),
+                    ))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(active)
+        })
+    }
+
     fn walk_subjects(
         &self,
         operator: &str,
