@@ -159,10 +159,7 @@ impl Host {
     pub fn new(engine: Engine, store: Arc<dyn Store>) -> Result<Self> {
         let operators = Operators::new();
         for (operator, stored) in store.active_policies()? {
-            let policy = engine.load(stored.id.clone(), &stored.wasm)?;
-            check_pin(&operator, &stored, &policy)?;
-            let active = Active::checked(&operator, policy, &stored.settings, stored.installed_at)?;
-            operators.replace(&operator, active);
+            operators.replace(&operator, load_active(&engine, &operator, &stored)?);
         }
         Ok(Host {
             engine,
@@ -329,9 +326,7 @@ impl Host {
                         operator: operator.clone(),
                         policy: id.to_string(),
                     })?;
-            let policy = self.engine.load(id.clone(), &stored.wasm)?;
-            check_pin(&operator, &stored, &policy)?;
-            let active = Active::checked(&operator, policy, &stored.settings, stored.installed_at)?;
+            let active = load_active(&self.engine, &operator, &stored)?;
             self.operators.replace(&operator, active);
             changed.push(operator);
         }
@@ -1274,6 +1269,13 @@ impl Host {
     ) -> Result<Vec<AuditRecord>> {
         self.store.audit_records(operator, after, limit)
     }
+}
+
+/// A stored version, loaded and checked, as the operator's active one.
+fn load_active(engine: &Engine, operator: &str, stored: &StoredPolicy) -> Result<Active> {
+    let policy = engine.load(stored.id.clone(), &stored.wasm)?;
+    check_pin(operator, stored, &policy)?;
+    Active::checked(operator, policy, &stored.settings, stored.installed_at)
 }
 
 /// Refuses a stored module that no longer has the sha256 it was installed
