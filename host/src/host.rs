@@ -257,7 +257,7 @@ impl Host {
         // Installed and activated in one transaction: a fault leaves no
         // version behind that a retry would find already installed.
         let activation = activate.then(|| activation_audit(&active, by));
-        let _activating = self.activating();
+        let _activating = activate.then(|| self.activating());
         self.store.add_policy(operator, stored, audit, activation)?;
         if activate {
             self.operators.replace(operator, active);
@@ -304,7 +304,7 @@ impl Host {
     /// Makes active here the versions another process (the CLI, another
     /// host on the same file) activated in the store since this host
     /// loaded them; returns the operators changed. A running
-    /// [`Scheduler`](crate::Scheduler) calls it every few seconds.
+    /// [`Scheduler`](crate::Scheduler) calls it every two seconds.
     ///
     /// # Errors
     ///
@@ -828,17 +828,18 @@ impl Host {
                     audit
                 }
                 Err(error) => {
+                    let error = error.to_string();
+                    let payload = json!({ "hook": "transition", "error": error }).to_string();
                     held = Some(Held {
                         policy: None,
-                        error: error.to_string(),
+                        error,
                     });
                     NewAudit {
                         kind: DECISION.to_owned(),
                         subject: Some(scheduled.subject.clone()),
                         actor: host.clone(),
                         policy: None,
-                        payload: json!({ "hook": "transition", "error": error.to_string() })
-                            .to_string(),
+                        payload,
                     }
                 }
             };

@@ -4,9 +4,9 @@
 //! A tokio task that runs [`Host::fire_due`] at start-up (so what fell due
 //! while the host was down fires then, once), whenever the earliest pending
 //! schedule comes due, and whenever a change may have added an earlier one.
-//! Every run, and at least every two seconds, it first picks up policy set
-//! versions another process activated ([`Host::sync_activations`]), so that
-//! `rulehost policy activate` takes effect in a running service.
+//! Every two seconds it takes up policy set versions another process
+//! activated ([`Host::sync_activations`]), so that `rulehost policy
+//! activate` takes effect in a running service.
 //! Time comes from a [`Clock`], so tests move a [`ManualClock`] instead of
 //! sleeping.
 
@@ -146,17 +146,10 @@ impl Scheduler {
                 changed.as_mut().enable();
                 let now = clock.now();
                 let fire = Arc::clone(&host);
-                let result = tokio::task::spawn_blocking(move || {
-                    // A version activated by another process fires what
-                    // it released with that version, not the one before.
-                    if let Err(error) = fire.sync_activations() {
-                        eprintln!("warning: scheduler: {error}");
-                    }
-                    fire.fire_due(now)
-                })
-                .await
-                .map_err(|e| format!("the scheduler's run panicked: {e}"))
-                .and_then(|fired| fired.map_err(|e| e.to_string()));
+                let result = tokio::task::spawn_blocking(move || fire.fire_due(now))
+                    .await
+                    .map_err(|e| format!("the scheduler's run panicked: {e}"))
+                    .and_then(|fired| fired.map_err(|e| e.to_string()));
                 let failed = result.is_err();
                 report.send_replace(Some(Run { now, result }));
                 let next = match host.next_due() {
@@ -173,11 +166,25 @@ impl Scheduler {
                         None => clock.sleep_until(now, Timestamp(now.get() + IDLE)).await,
                     }
                 };
-                tokio::select! {
-                    () = &mut changed => {}
-                    () = wait => {}
-                    () = tokio::time::sleep(SYNC_EVERY) => {}
-                    _ = stopped.changed() => return,
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        () = &mut changed => break,
+                        () = &mut wait => break,
+                        // A version that took effect notifies `changed`, so
+                        // what its activation released fires with it.
+                        () = tokio::time::sleep(SYNC_EVERY) => {
+                            let sync = Arc::clone(&host);
+                            let synced = tokio::task::spawn_blocking(move || sync.sync_activations())
+                                .await
+                                .map_err(|e| e.to_string())
+                                .and_then(|synced| synced.map_err(|e| e.to_string()));
+                            if let Err(error) = synced {
+                                eprintln!("warning: scheduler: {error}");
+                            }
+                        }
+                        _ = stopped.changed() => return,
+                    }
                 }
             }
         });

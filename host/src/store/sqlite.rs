@@ -1325,15 +1325,16 @@ fn fire(conn: &Connection, operator: &str, change: &Change, fires: &Fires) -> Re
             )?
             .execute(params![id, change.at.to_string()])?,
         Some(held) => {
-            let active: Option<(String, u32)> = conn
+            let active = conn
                 .prepare_cached(
                     "SELECT name, version FROM activations WHERE operator = ?1
                      ORDER BY seq DESC LIMIT 1",
                 )?
-                .query_row(params![operator], |row| Ok((row.get(0)?, row.get(1)?)))
+                .query_row(params![operator], |row| {
+                    Ok(PolicyId::new(row.get::<_, String>(0)?, row.get(1)?))
+                })
                 .optional()?;
-            let failed = held.policy.as_ref().map(|p| (p.name.clone(), p.version));
-            if active != failed {
+            if active != held.policy {
                 let about = change
                     .audit
                     .subject
