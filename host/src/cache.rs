@@ -6,10 +6,17 @@
 //! A compiled module is machine code that is loaded without validation, so
 //! the directory is created private (mode 0700) and not used at all while
 //! another user owns it or may write to it.
+//!
+//! Every load from the cache refreshes the file's modification time, so that
+//! [`ModuleCache::prune`] can remove what has not been used for a while:
+//! the modules of versions nobody runs any more, and those compiled by an
+//! earlier wasmtime or engine configuration.
 
+use std::collections::HashSet;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Module;
@@ -64,7 +71,9 @@ impl ModuleCache {
         // SAFETY: files in the cache directory are written only by `put`,
         // from `Module::serialize` of the same engine configuration (the
         // name carries its hash); wasmtime still checks the header.
-        unsafe { Module::deserialize_file(engine, &path) }.ok()
+        let module = unsafe { Module::deserialize_file(engine, &path) }.ok()?;
+        touch(&path);
+        Some(module)
     }
 
     /// Stores a compiled module. A failure only costs a recompile later, so
@@ -85,6 +94,86 @@ impl ModuleCache {
             .and_then(|()| fs::rename(&partial, &path))
             .map_err(|e| format!("cannot write `{}`: {e}", path.display()))
     }
+}
+
+/// What [`ModuleCache::prune`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PrunedModules {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Files removed: compiled modules unused for longer than asked, and
+    /// partial files that a write which never finished left behind.
+    pub removed: usize,
+    /// Their size in bytes.
+    pub removed_bytes: u64,
+    /// Compiled modules kept.
+    pub kept: usize,
+}
+
+impl ModuleCache {
+    /// Removes the files of this cache directory not used for `unused_for`:
+    /// compiled modules (`*.cwasm`, of any engine configuration) by their
+    /// last load, partial files by their writing. The modules in `in_use`
+    /// (sha256s of this configuration) are kept and marked used now, so a
+    /// host that runs for longer than `unused_for` keeps its own. Files of
+    /// other names are not touched. A directory that does not exist yet has
+    /// nothing to prune.
+    pub fn prune(
+        &self,
+        unused_for: Duration,
+        in_use: &HashSet<String>,
+    ) -> Result<PrunedModules, String> {
+        let mut pruned = PrunedModules {
+            dir: self.dir.clone(),
+            ..PrunedModules::default()
+        };
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(pruned),
+            Err(e) => return Err(format!("cannot read `{}`: {e}", self.dir.display())),
+        };
+        private(&self.dir)?;
+        let before = SystemTime::now()
+            .checked_sub(unused_for)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("cannot read `{}`: {e}", self.dir.display()))?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let module = name.strip_suffix(&format!("-{}.cwasm", self.config_key));
+            if module.is_some_and(|sha256| in_use.contains(sha256)) {
+                touch(&path);
+                pruned.kept += 1;
+                continue;
+            }
+            let ours = name.ends_with(".cwasm") || name.contains(".partial-");
+            // A file that is gone meanwhile (another host pruned it) is skipped.
+            let Ok(meta) = entry.metadata() else { continue };
+            if !ours || !meta.is_file() {
+                continue;
+            }
+            if meta.modified().is_ok_and(|at| at >= before) {
+                pruned.kept += usize::from(name.ends_with(".cwasm"));
+                continue;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    pruned.removed += 1;
+                    pruned.removed_bytes += meta.len();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("cannot remove `{}`: {e}", path.display())),
+            }
+        }
+        Ok(pruned)
+    }
+}
+
+/// Marks a cached module used now. A failure only lets a prune remove it
+/// early, which costs a recompile.
+fn touch(path: &Path) {
+    let _ = fs::File::open(path).and_then(|file| file.set_modified(SystemTime::now()));
 }
 
 /// Checks that only this process's user may write to `dir`: anyone else who

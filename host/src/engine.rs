@@ -3,16 +3,17 @@
 //! the compiled-module caches (on disk, and the modules in memory); loads
 //! policy sets.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use serde::Serialize;
 use wasmtime::{Caller, Enabled, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
 
-use crate::cache::{ModuleCache, sha256_hex};
+use crate::cache::{ModuleCache, PrunedModules, sha256_hex};
 use crate::error::{Error, LoadError, Result};
 use crate::policy::{PolicySet, Sandbox, WarmPools};
 
@@ -304,6 +305,33 @@ impl Engine {
             eprintln!("warning: module cache: {warning}");
         }
         Ok(module)
+    }
+
+    /// Removes the compiled modules in the module cache directory that no
+    /// host has loaded for `unused_for`, and partial files a crashed write
+    /// left behind; see [`PrunedModules`]. The modules this engine's policy
+    /// sets use are kept, however long ago they were loaded.
+    ///
+    /// A module removed that is needed again is compiled again (1–2 s for
+    /// a bundled policy set); a host that has it loaded keeps running it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ModuleCache`] when no cache directory is configured, or it
+    /// cannot be read, is not private, or a file in it cannot be removed.
+    pub fn prune_module_cache(&self, unused_for: Duration) -> Result<PrunedModules> {
+        let cache = self.cache.as_ref().ok_or_else(|| {
+            Error::ModuleCache("no module cache directory is configured".to_owned())
+        })?;
+        let in_use: HashSet<String> = {
+            let compiled = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
+            compiled
+                .iter()
+                .filter(|(_, module)| module.strong_count() > 0)
+                .map(|(sha256, _)| sha256.clone())
+                .collect()
+        };
+        cache.prune(unused_for, &in_use).map_err(Error::ModuleCache)
     }
 
     /// Whether a compiled module for this wasm binary is in the cache.

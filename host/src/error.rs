@@ -13,6 +13,10 @@ pub enum Error {
     #[error("cannot configure the engine: {0}")]
     Engine(String),
 
+    /// The module cache directory could not be pruned.
+    #[error("module cache: {0}")]
+    ModuleCache(String),
+
     /// A policy module could not be loaded.
     #[error("cannot load policy `{policy}`: {reason}")]
     Load {

@@ -58,6 +58,7 @@ pub mod store;
 pub mod testing;
 
 pub use audit::{BrokenLink, Verification};
+pub use cache::PrunedModules;
 pub use engine::{Engine, EngineConfig, Isolation, Limits, PolicyId};
 pub use error::{Error, LoadError, Result};
 pub use evaluation::{Diagnostic, Evaluation, FailureKind};

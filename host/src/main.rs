@@ -6,6 +6,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -194,6 +195,18 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Remove compiled modules that no host has loaded for DAYS days from
+    /// the module cache, and partial files of writes that never finished;
+    /// prints what was removed and kept as JSON. The modules of the
+    /// database's active versions are kept. A module removed is compiled
+    /// again when next needed.
+    PruneModules {
+        #[command(flatten)]
+        db: Db,
+        /// Keep what was loaded within this many days.
+        #[arg(long, value_name = "DAYS", default_value_t = MODULE_CACHE_DAYS)]
+        unused_days: u32,
+    },
     /// Run JSON cases against a policy module and print a line per case
     /// and a final `N passed, N failed`; exits non-zero on any failure.
     ///
@@ -252,6 +265,11 @@ struct ServeArgs {
     /// trusted keys (`rulehost policy trust`).
     #[arg(long, env = "RULEHOST_REQUIRE_SIGNED")]
     require_signed: bool,
+    /// Compiled modules that no host has loaded for this many days are
+    /// removed from the module cache, at start and then daily (see
+    /// `rulehost prune-modules`).
+    #[arg(long, env = "RULEHOST_MODULE_CACHE_DAYS", value_name = "DAYS", default_value_t = MODULE_CACHE_DAYS)]
+    module_cache_days: u32,
 }
 
 #[derive(Subcommand)]
@@ -514,9 +532,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print_json(&json!({ "schedules": schedules }))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::PruneModules { db, unused_days } => {
+            let pruned = open(&db)?.engine().prune_module_cache(days(unused_days))?;
+            print_json(&pruned)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Test { policy, cases } => author::test(&policy, &cases),
         Command::New { name, sdk } => author::new(&name, sdk),
     }
+}
+
+/// How long compiled modules are kept unused, by default.
+const MODULE_CACHE_DAYS: u32 = 30;
+
+fn days(days: u32) -> Duration {
+    Duration::from_secs(u64::from(days) * 24 * 60 * 60)
 }
 
 fn exit(success: bool) -> ExitCode {
@@ -604,6 +634,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot listen on `{}`", args.listen))?;
         let address = listener.local_addr()?;
         let scheduler = Scheduler::start(host.clone(), scheduler_clock);
+        tokio::spawn(prune_modules_daily(host.clone(), days(args.module_cache_days)));
         let state = AppState::new(
             host,
             clock,
@@ -626,6 +657,30 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         println!("rulehost stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Prunes the module cache now and then every day, for as long as the
+/// service runs. A failure is a warning: it only leaves files behind.
+async fn prune_modules_daily(host: Arc<Host>, unused_for: Duration) {
+    let mut daily = tokio::time::interval(days(1));
+    loop {
+        daily.tick().await;
+        let host = host.clone();
+        let pruned =
+            tokio::task::spawn_blocking(move || host.engine().prune_module_cache(unused_for)).await;
+        match pruned {
+            Ok(Ok(pruned)) if pruned.removed > 0 => println!(
+                "module cache `{}`: files removed: {} ({} bytes), unused for {} days",
+                pruned.dir.display(),
+                pruned.removed,
+                pruned.removed_bytes,
+                unused_for.as_secs() / 86_400
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => eprintln!("warning: {error}"),
+            Err(error) => eprintln!("warning: module cache prune: {error}"),
+        }
+    }
 }
 
 fn demo_names() -> String {

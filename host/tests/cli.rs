@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use serde_json::json;
+
 #[path = "cli/crash.rs"]
 mod crash;
 
@@ -109,7 +111,7 @@ fn eval_runs_a_wat_policy_from_an_input_file() {
     );
     assert_eq!(
         evaluation["decision"],
-        serde_json::json!({ "decision": "deny", "code": "self_service", "reason": "the portal may not do this" })
+        json!({ "decision": "deny", "code": "self_service", "reason": "the portal may not do this" })
     );
 }
 
@@ -532,9 +534,9 @@ fn policy_lock_unlock_audit_import_and_export_commands_share_one_database() {
     assert_eq!(cancelled.as_array().unwrap().len(), 1, "{cancelled}");
     assert_eq!(
         cancelled[0]["subject"],
-        serde_json::json!({ "kind": "customer", "id": "m-1" })
+        json!({ "kind": "customer", "id": "m-1" })
     );
-    assert_eq!(listed("pending"), serde_json::json!([]));
+    assert_eq!(listed("pending"), json!([]));
     for (operator, state, error) in [
         ("acme", "due", "unknown schedule state `due`"),
         ("nobody", "held", "unknown operator `nobody`"),
@@ -585,7 +587,7 @@ fn test_runs_cases_against_a_module_and_fails_on_a_wrong_expectation() {
     let dir = tempfile::tempdir().unwrap();
     let cases = dir.path().join("cases.json");
     let case = |name: &str, code: &str| {
-        serde_json::json!({
+        json!({
             "name": name, "hook": "authorize", "now": "2026-11-22T10:00:00Z",
             "input": serde_json::from_str::<serde_json::Value>(LOCKED_CHANGE).unwrap(),
             "expect": { "decision": "deny", "code": code, "reason": "`change_contract` is refused while the customer is locked (reason `payment_default`, by `anna` since 2026-11-01T00:00:00Z): only `end_contract`, `terminate_extraordinarily`, `annul_contract`, `postpone_contract` are possible on a contract" }
@@ -593,7 +595,7 @@ fn test_runs_cases_against_a_module_and_fails_on_a_wrong_expectation() {
     };
     std::fs::write(
         &cases,
-        serde_json::json!([case("locked", "customer_locked")]).to_string(),
+        json!([case("locked", "customer_locked")]).to_string(),
     )
     .unwrap();
     let output = rulehost(
@@ -610,7 +612,7 @@ fn test_runs_cases_against_a_module_and_fails_on_a_wrong_expectation() {
 
     std::fs::write(
         &cases,
-        serde_json::json!([case("locked", "customer_locked"), case("wrong", "nope")]).to_string(),
+        json!([case("locked", "customer_locked"), case("wrong", "nope")]).to_string(),
     )
     .unwrap();
     let output = rulehost(
@@ -694,6 +696,7 @@ fn every_command_has_help_that_names_its_options() {
                 "RULEHOST_DB",
                 "--module-cache",
                 "RULEHOST_MODULE_CACHE",
+                "--module-cache-days",
             ],
         ),
         (&["token"], &["--operator", "--admin", "--can-install"]),
@@ -719,6 +722,7 @@ fn every_command_has_help_that_names_its_options() {
         (&["eval"], &["--policy", "--hook", "--input"]),
         (&["test"], &["N passed, N failed"]),
         (&["new"], &["--sdk"]),
+        (&["prune-modules"], &["--unused-days", "--module-cache"]),
     ];
     for (command, words) in commands {
         let mut args = command.to_vec();
@@ -925,4 +929,31 @@ fn commands_keep_compiled_modules_beside_the_database_and_load_them_from_there()
     let moved = cached_modules(&elsewhere);
     assert_eq!(moved.len(), 1, "{moved:?}");
     assert_eq!(moved[0].0, compiled[0].0);
+
+    // `prune-modules` removes what no host has loaded for the given days,
+    // but never the database's active version: a module installed and not
+    // activated goes with `--unused-days 0`, and only then.
+    let mut args = vec!["policy", "install", "--db", db, "--operator", "acme"];
+    args.extend([
+        "bundled:subscription",
+        "--name",
+        "subscription",
+        "--version",
+        "4",
+    ]);
+    run_json(&args);
+    assert_eq!(cached_modules(&cache).len(), 2);
+    let prune = |days: &str| run_json(&["prune-modules", "--db", db, "--unused-days", days]);
+    let pruned = prune("30");
+    assert_eq!(
+        (&pruned["removed"], &pruned["kept"]),
+        (&json!(0), &json!(2))
+    );
+    let pruned = prune("0");
+    assert_eq!(
+        (&pruned["removed"], &pruned["kept"]),
+        (&json!(1), &json!(1))
+    );
+    assert_eq!(pruned["dir"], json!(cache.to_str().unwrap()));
+    assert_eq!(cached_modules(&cache), compiled);
 }

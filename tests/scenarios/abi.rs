@@ -597,6 +597,101 @@ fn policy_sets_of_the_same_module_share_one_compiled_copy_while_used() {
     assert_eq!(cached(), 2, "compiled again once no policy set used it");
 }
 
+/// The module cache does not grow for ever. A prune removes the compiled
+/// modules no host has loaded for the given time, whatever engine
+/// configuration wrote them, and partial files left by writes that never
+/// finished. It keeps what a policy set of the engine uses, however long ago
+/// it was loaded, and files that are not the cache's. A load from the cache
+/// counts as a use.
+#[test]
+fn a_module_cache_prune_removes_what_no_host_loaded_for_the_given_time() {
+    use std::time::{Duration, SystemTime};
+    let day = Duration::from_secs(24 * 60 * 60);
+    let dir = tempfile::tempdir().unwrap();
+    let files = || {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        files.sort();
+        files
+    };
+    let set_used = |path: &PathBuf, at: SystemTime| {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(at).unwrap();
+    };
+    let used = |path: &PathBuf| std::fs::metadata(path).unwrap().modified().unwrap();
+    let long_ago = SystemTime::now() - 60 * day;
+
+    let engine = Engine::new(cached_in(dir.path())).unwrap();
+    let gym_wasm = rulehost::bundled::get("gym").unwrap();
+    let subscription_wasm = rulehost::bundled::get("subscription").unwrap();
+    let gym = engine.load(PolicyId::new("gym", 1), gym_wasm).unwrap();
+    let [gym_file] = <[PathBuf; 1]>::try_from(files()).unwrap();
+    drop(engine.load(PolicyId::new("subscription", 1), subscription_wasm));
+    let subscription_file = files().into_iter().find(|f| *f != gym_file).unwrap();
+    let name = subscription_file.file_name().unwrap().to_str().unwrap();
+    let (sha256, _) = name.split_once('-').unwrap();
+    let other_configuration = dir.path().join(format!("{sha256}-0123456789abcdef.cwasm"));
+    std::fs::copy(&subscription_file, &other_configuration).unwrap();
+    let crashed_write = dir.path().join(format!("{name}.partial-4242"));
+    let writing_now = dir.path().join(format!("{name}.partial-4343"));
+    let not_ours = dir.path().join("notes.txt");
+    for file in [&crashed_write, &writing_now, &not_ours] {
+        std::fs::write(file, b"partial").unwrap();
+    }
+    for file in [
+        &gym_file,
+        &subscription_file,
+        &other_configuration,
+        &crashed_write,
+        &not_ours,
+    ] {
+        set_used(file, long_ago);
+    }
+    let removed_bytes: u64 = [&subscription_file, &other_configuration, &crashed_write]
+        .iter()
+        .map(|file| std::fs::metadata(file).unwrap().len())
+        .sum();
+
+    let pruned = engine.prune_module_cache(30 * day).unwrap();
+    assert_eq!(
+        (pruned.removed, pruned.removed_bytes, pruned.kept),
+        (3, removed_bytes, 1)
+    );
+    let mut kept = vec![gym_file.clone(), writing_now, not_ours];
+    kept.sort();
+    assert_eq!(files(), kept);
+    assert!(
+        used(&gym_file) > SystemTime::now() - day,
+        "a module in use is marked used by the prune"
+    );
+
+    // Unused again for 60 days, and no policy set holds it: it goes.
+    drop(gym);
+    set_used(&gym_file, long_ago);
+    assert_eq!(engine.prune_module_cache(30 * day).unwrap().removed, 1);
+    assert!(!gym_file.exists());
+
+    // Another host loading a module from the cache marks it used.
+    engine.load(PolicyId::new("gym", 1), gym_wasm).unwrap();
+    set_used(&gym_file, long_ago);
+    let restarted = Engine::new(cached_in(dir.path())).unwrap();
+    assert!(restarted.is_cached(gym_wasm));
+    assert!(used(&gym_file) > SystemTime::now() - day);
+    assert_eq!(engine.prune_module_cache(30 * day).unwrap().removed, 0);
+
+    // An engine without a cache directory says so.
+    let error = Engine::new(EngineConfig::default())
+        .unwrap()
+        .prune_module_cache(day)
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "module cache: no module cache directory is configured"
+    );
+}
+
 #[test]
 fn a_corrupt_cache_entry_is_recompiled() {
     let dir = tempfile::tempdir().unwrap();

@@ -144,9 +144,10 @@ impl From<Error> for ApiError {
             Error::PinMismatch { .. } => (StatusCode::CONFLICT, "pin_mismatch"),
             Error::StoreFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "store_full"),
             Error::StoreBusy(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_busy"),
-            Error::Engine(_) | Error::Store(_) | Error::OpenStore { .. } => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "host_error")
-            }
+            Error::Engine(_)
+            | Error::ModuleCache(_)
+            | Error::Store(_)
+            | Error::OpenStore { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "host_error"),
         };
         ApiError::new(status, code, message)
     }
