@@ -54,6 +54,9 @@ pub struct Host {
     store: Arc<dyn Store>,
     operators: Operators,
     schedules_changed: tokio::sync::Notify,
+    /// Counts this host's commits of changes, which carry the events; see
+    /// [`Host::watch_events`].
+    events_written: tokio::sync::watch::Sender<u64>,
     require_signatures: std::sync::atomic::AtomicBool,
     /// Held while an activation is written and made active, so that
     /// [`Host::sync_activations`] never puts back a version it read before.
@@ -166,6 +169,7 @@ impl Host {
             store,
             operators,
             schedules_changed: tokio::sync::Notify::new(),
+            events_written: tokio::sync::watch::Sender::new(0),
             require_signatures: std::sync::atomic::AtomicBool::new(false),
             activating: std::sync::Mutex::new(()),
         })
@@ -551,10 +555,13 @@ impl Host {
     }
 
     fn commit_one(&self, change: Change) -> Result<Committed> {
-        self.store
+        let committed = self
+            .store
             .commit(vec![change])
             .pop()
-            .unwrap_or_else(|| Err(Error::Store("the store answered no result".to_owned())))
+            .unwrap_or_else(|| Err(Error::Store("the store answered no result".to_owned())))?;
+        self.wrote_events();
+        Ok(committed)
     }
 
     /// Adds the host's state to `subject` and to each parent along its
@@ -731,6 +738,9 @@ impl Host {
             let results = self
                 .store
                 .commit(firings.iter().map(|firing| firing.change.clone()).collect());
+            if results.iter().any(Result::is_ok) {
+                self.wrote_events();
+            }
             let mut retry = Vec::new();
             for (result, mut firing) in results.into_iter().zip(firings) {
                 match result {
@@ -877,6 +887,21 @@ impl Host {
 
     /// Wakes a running [`Scheduler`](crate::Scheduler) to look at the
     /// schedules again.
+    /// A receiver that sees a change whenever this host has committed a
+    /// change, which may carry events, for any operator: a consumer
+    /// waits on it instead of polling [`Host::events`] in a loop. Events
+    /// written by another process on the same file are not signalled; a
+    /// waiting consumer also looks again now and then (the service every
+    /// second).
+    pub fn watch_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events_written.subscribe()
+    }
+
+    fn wrote_events(&self) {
+        self.events_written
+            .send_modify(|count| *count = count.wrapping_add(1));
+    }
+
     pub(crate) fn schedules_changed(&self) -> &tokio::sync::Notify {
         &self.schedules_changed
     }

@@ -20,6 +20,7 @@ const START: &str = "2026-11-22T10:00:00Z";
 /// A service on a fresh database with the demo operators.
 struct Service {
     app: Router,
+    state: AppState,
     host: Arc<Host>,
     admin: String,
     gym: String,
@@ -57,6 +58,7 @@ impl Service {
         );
         Service {
             app: state.router(),
+            state,
             host,
             admin,
             gym,
@@ -124,6 +126,157 @@ impl Service {
 }
 
 const GYM: &str = "/v1/operators/demo-gym";
+
+/// Lists the gym's events for consumer `crm` with `?wait=SECONDS` in a task
+/// of its own, and checks that it is still waiting a moment later: there
+/// were no events when it looked.
+async fn wait_for_events(service: &Service, seconds: u64) -> tokio::task::JoinHandle<Value> {
+    let app = service.app.clone();
+    let request = Request::get(format!("{GYM}/events?consumer=crm&wait={seconds}"))
+        .header(header::AUTHORIZATION, format!("Bearer {}", service.gym))
+        .body(Body::empty())
+        .unwrap();
+    let waiting = tokio::spawn(async move {
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the listing did not wait");
+    waiting
+}
+
+/// Acknowledges every event of the gym for consumer `crm`, if any.
+async fn ack_all(service: &Service) {
+    let (_, listed) = service
+        .get(&format!("{GYM}/events?consumer=crm"), &service.gym)
+        .await;
+    let Some(last) = listed["events"].as_array().unwrap().last() else {
+        return;
+    };
+    let last = last["seq"].clone();
+    let (status, _) = service
+        .post(
+            &format!("{GYM}/events/ack"),
+            &service.gym,
+            json!({ "consumer": "crm", "seq": last }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
+fn kinds(listed: &Value) -> Vec<&str> {
+    listed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["kind"].as_str().unwrap())
+        .collect()
+}
+
+/// A consumer may wait for events instead of polling. An empty listing
+/// with `wait` is held back until an event comes: here a lock made while it
+/// waits, with the service's look for other processes' writes set to an
+/// hour, so only the service's own signal can end the wait early. A wait
+/// that nothing ends answers what there is; one over the limit is refused
+/// naming the value; and a service that begins to stop ends the waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_waits_for_events_instead_of_polling() {
+    use std::time::{Duration, Instant};
+    let service = Service::with_config(ServiceConfig {
+        max_event_wait: Duration::from_secs(60),
+        event_poll: Duration::from_secs(3600),
+        ..ServiceConfig::default()
+    });
+    ack_all(&service).await;
+
+    let started = Instant::now();
+    let waiting = wait_for_events(&service, 60).await;
+    let (status, _) = service
+        .post(
+            &format!("{GYM}/subjects/customer/m-1/lock"),
+            &service.gym,
+            lock_body(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let listed = waiting.await.unwrap();
+    assert_eq!(kinds(&listed), ["customer.locked"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    ack_all(&service).await;
+
+    let started = Instant::now();
+    let (status, listed) = service
+        .get(&format!("{GYM}/events?consumer=crm&wait=1"), &service.gym)
+        .await;
+    assert_eq!((status, &listed["events"]), (StatusCode::OK, &json!([])));
+    assert!(started.elapsed() >= Duration::from_secs(1));
+
+    let (status, body) = service
+        .get(&format!("{GYM}/events?consumer=crm&wait=61"), &service.gym)
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_query")
+    );
+    assert!(
+        error_message(&body).contains("`wait` must be 0 to 60 seconds, got `61`"),
+        "{body}"
+    );
+
+    let started = Instant::now();
+    let waiting = wait_for_events(&service, 60).await;
+    service.state.begin_stopping();
+    assert_eq!(waiting.await.unwrap()["events"], json!([]));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Events that another process writes on the same file end a wait too,
+/// found when the service looks again (here every 100 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_consumer_gets_the_events_another_process_writes() {
+    use std::time::{Duration, Instant};
+    let service = Service::with_config(ServiceConfig {
+        max_event_wait: Duration::from_secs(60),
+        event_poll: Duration::from_millis(100),
+        ..ServiceConfig::default()
+    });
+    ack_all(&service).await;
+    let elsewhere = Host::open(
+        service._dir.path().join("rulehost.db"),
+        EngineConfig::default(),
+    )
+    .unwrap();
+
+    let started = Instant::now();
+    let waiting = wait_for_events(&service, 60).await;
+    let lock = rulehost::wire::TransitionInput {
+        trigger: rulehost::wire::Trigger::Action,
+        action: "lock".to_owned(),
+        actor: rulehost::wire::Actor::staff("anna"),
+        subject: rulehost::wire::Subject::new(rulehost::wire::SubjectKind::Customer, "m-1"),
+        params: json!({ "reason": "payment_deferral", "duration": "14_days" }),
+    };
+    elsewhere.transition("demo-gym", at(START), lock).unwrap();
+    let listed = waiting.await.unwrap();
+    assert_eq!(kinds(&listed), ["customer.locked"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
 
 fn staff(id: &str) -> Value {
     json!({ "kind": "staff", "id": id })

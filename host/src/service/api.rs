@@ -843,10 +843,14 @@ struct EventsQuery {
     consumer: String,
     /// At most this many (default and maximum: the service's page size).
     limit: Option<usize>,
+    /// When there are none, wait up to this many seconds for some (long
+    /// polling; at most the service's `max_event_wait`, 30 s by default).
+    wait: Option<u64>,
 }
 
 /// The operator's events the consumer has not acknowledged, oldest first
-/// (at least once).
+/// (at least once). With `wait`, an empty answer is held back until an
+/// event comes, the wait is over or the service stops.
 #[utoipa::path(get, path = "/v1/operators/{operator}/events", tag = "events",
     security(("bearer" = [])), params(("operator" = String, Path), EventsQuery),
     responses((status = 200, description = "Events", body = Object),
@@ -857,10 +861,43 @@ async fn list_events(
     Query(query): Query<EventsQuery>,
 ) -> Reply {
     let limit = page(&state, query.limit)?;
-    let events = state
-        .blocking(move |host| host.events(&operator, &query.consumer, limit))
-        .await?;
-    ok(json!({ "events": events }))
+    let max_wait = state.config().max_event_wait;
+    let wait = match query.wait.map(Duration::from_secs) {
+        None => Duration::ZERO,
+        Some(wait) if wait <= max_wait => wait,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!(
+                    "`wait` must be 0 to {} seconds, got `{}`",
+                    max_wait.as_secs(),
+                    query.wait.unwrap_or_default()
+                ),
+            ));
+        }
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    // Subscribed before the first look, so an event written in between
+    // is not missed.
+    let mut written = state.host().watch_events();
+    let mut stopping = state.stopping();
+    loop {
+        written.borrow_and_update();
+        let (operator, consumer) = (operator.clone(), query.consumer.clone());
+        let events = state
+            .blocking(move |host| host.events(&operator, &consumer, limit))
+            .await?;
+        let now = tokio::time::Instant::now();
+        if !events.is_empty() || now >= deadline || *stopping.borrow_and_update() {
+            return ok(json!({ "events": events }));
+        }
+        let look_again = deadline.min(now + state.config().event_poll);
+        tokio::select! {
+            _ = written.changed() => {}
+            _ = stopping.changed() => {}
+            () = tokio::time::sleep_until(look_again) => {}
+        }
+    }
 }
 
 fn page(state: &AppState, limit: Option<usize>) -> Result<usize, ApiError> {

@@ -51,6 +51,13 @@ pub struct ServiceConfig {
     pub body_limit: usize,
     /// Most events or audit records one listing returns.
     pub max_page: usize,
+    /// Longest wait a consumer may ask for when it lists events and none
+    /// are there (`?wait=SECONDS`).
+    pub max_event_wait: Duration,
+    /// How often a waiting listing looks for events written by another
+    /// process on the same file; events this service writes end the wait
+    /// at once.
+    pub event_poll: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -58,6 +65,8 @@ impl Default for ServiceConfig {
         ServiceConfig {
             body_limit: 1024 * 1024,
             max_page: 1000,
+            max_event_wait: Duration::from_secs(30),
+            event_poll: Duration::from_secs(1),
         }
     }
 }
@@ -114,6 +123,8 @@ struct Shared {
     scheduler: tokio::sync::Mutex<Option<Scheduler>>,
     tokens: Mutex<HashMap<String, (TokenRecord, Instant)>>,
     config: ServiceConfig,
+    /// Set when the service begins to stop, which ends waiting requests.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -136,6 +147,7 @@ impl AppState {
             scheduler: tokio::sync::Mutex::new(scheduler),
             tokens: Mutex::new(HashMap::new()),
             config,
+            stopping: tokio::sync::watch::Sender::new(false),
         }))
     }
 
@@ -155,6 +167,18 @@ impl AppState {
         if let Some(scheduler) = self.0.scheduler.lock().await.take() {
             scheduler.stop().await;
         }
+    }
+
+    /// Ends the requests that wait for events (they answer what there is),
+    /// so a graceful shutdown does not wait for them. Called by [`serve`]
+    /// when its shutdown signal comes.
+    pub fn begin_stopping(&self) {
+        self.0.stopping.send_replace(true);
+    }
+
+    /// Changes to `true` when the service begins to stop.
+    fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.stopping.subscribe()
     }
 
     fn host(&self) -> &Arc<Host> {
@@ -269,8 +293,12 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let stopping = state.clone();
     axum::serve(listener, state.router())
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stopping.begin_stopping();
+        })
         .await?;
     state.stop_scheduler().await;
     Ok(())
