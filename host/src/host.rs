@@ -142,6 +142,101 @@ pub struct Replay {
     pub difference: Option<String>,
 }
 
+/// What [`Host::compare`] found.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Comparison {
+    /// The version compared with what was recorded.
+    pub candidate: PolicyId,
+    /// How many recorded decisions it evaluated again.
+    pub replayed: usize,
+    /// Those it decides differently, oldest first.
+    pub changed: Vec<Replay>,
+    /// Recorded decisions not evaluated because an anonymization redacted
+    /// them.
+    pub redacted: usize,
+    /// The last audit record looked at: `after` for the next page.
+    pub last_seq: u64,
+}
+
+/// A decision as the audit trail recorded it.
+struct RecordedDecision {
+    seq: u64,
+    policy: PolicyId,
+    hook: Hook,
+    now: Timestamp,
+    envelope: Value,
+    decision: Value,
+}
+
+impl RecordedDecision {
+    /// The decision `record` holds.
+    fn read(record: &AuditRecord) -> Result<Self> {
+        let seq = record.seq;
+        let not_decision = || Error::NotADecision {
+            seq,
+            kind: record.kind.clone(),
+        };
+        if record.kind != DECISION {
+            return Err(not_decision());
+        }
+        if record.redacted {
+            return Err(Error::Redacted(seq));
+        }
+        let mut payload: Value = serde_json::from_str(&record.payload)
+            .map_err(|e| Error::Store(format!("audit record `{seq}` is not JSON: {e}")))?;
+        let (Some(policy), Some(envelope), Some(decision)) = (
+            record.policy.clone(),
+            payload.get_mut("envelope").map(Value::take),
+            payload.get_mut("decision").map(Value::take),
+        ) else {
+            return Err(not_decision());
+        };
+        let hook: Hook = payload
+            .get("hook")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .parse()
+            .map_err(|_| not_decision())?;
+        let now = serde_json::from_value(envelope["now"].clone())
+            .map_err(|e| Error::Store(format!("audit record `{seq}`: {e}")))?;
+        Ok(RecordedDecision {
+            seq,
+            policy,
+            hook,
+            now,
+            envelope,
+            decision,
+        })
+    }
+
+    /// Evaluates the recorded input again with `policy` and `settings`.
+    fn replay(self, operator: &str, policy: &PolicySet, settings: &Settings) -> Result<Replay> {
+        let (now, input) = (self.now, &self.envelope["input"]);
+        let replayed = match self.hook {
+            Hook::Authorize => evaluate_json::<Authorize>(policy, operator, now, settings, input),
+            Hook::Billing => evaluate_json::<Billing>(policy, operator, now, settings, input),
+            Hook::Transition => evaluate_json::<Transition>(policy, operator, now, settings, input),
+            Hook::ValidateSettings => {
+                evaluate_json::<ValidateSettings>(policy, operator, now, settings, input)
+            }
+        }
+        .map_err(|e| {
+            Error::Store(format!(
+                "audit record `{}` has an invalid input: {e}",
+                self.seq
+            ))
+        })?;
+        Ok(Replay {
+            seq: self.seq,
+            difference: first_difference(&self.decision, &replayed, String::new()),
+            recorded_policy: self.policy,
+            replayed_policy: policy.id().clone(),
+            recorded: self.decision,
+            replayed,
+        })
+    }
+}
+
 impl Host {
     /// A host on the SQLite store in `path` (created if needed), with every
     /// operator's active policy set loaded.
@@ -964,74 +1059,86 @@ impl Host {
     /// [`Error::Redacted`]; the recorded version's load errors; store errors.
     pub fn replay(&self, seq: u64, with: ReplayWith) -> Result<Replay> {
         let record = self.audit_record(seq)?;
-        let not_decision = || Error::NotADecision {
-            seq,
-            kind: record.kind.clone(),
-        };
-        if record.kind != DECISION {
-            return Err(not_decision());
-        }
-        if record.redacted {
-            return Err(Error::Redacted(seq));
-        }
-        let payload: Value = serde_json::from_str(&record.payload)
-            .map_err(|e| Error::Store(format!("audit record `{seq}` is not JSON: {e}")))?;
-        let (Some(recorded_policy), Some(envelope), Some(recorded)) = (
-            record.policy.clone(),
-            payload.get("envelope"),
-            payload.get("decision"),
-        ) else {
-            return Err(not_decision());
-        };
-        let hook: Hook = payload
-            .get("hook")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .parse()
-            .map_err(|_| not_decision())?;
+        let recorded = RecordedDecision::read(&record)?;
         let operator = record.operator.as_str();
-        let now: Timestamp = serde_json::from_value(envelope["now"].clone())
-            .map_err(|e| Error::Store(format!("audit record `{seq}`: {e}")))?;
-        let (policy, settings) = match with {
+        match with {
             ReplayWith::Recorded => {
                 let stored = self
                     .store
-                    .policy(operator, &recorded_policy)?
+                    .policy(operator, &recorded.policy)?
                     .ok_or_else(|| Error::UnknownPolicyVersion {
                         operator: operator.to_owned(),
-                        policy: recorded_policy.to_string(),
+                        policy: recorded.policy.to_string(),
                     })?;
-                let policy = self.engine.load(recorded_policy.clone(), &stored.wasm)?;
-                (
-                    policy,
-                    Settings::from_value(operator, &envelope["settings"])?,
-                )
+                let policy = self.engine.load(recorded.policy.clone(), &stored.wasm)?;
+                let settings = Settings::from_value(operator, &recorded.envelope["settings"])?;
+                recorded.replay(operator, &policy, &settings)
             }
             ReplayWith::Active => {
                 let active = self.operators.active(operator)?;
-                (active.policy.clone(), active.settings.clone())
-            }
-        };
-        let input = &envelope["input"];
-        let replayed = match hook {
-            Hook::Authorize => evaluate_json::<Authorize>(&policy, operator, now, &settings, input),
-            Hook::Billing => evaluate_json::<Billing>(&policy, operator, now, &settings, input),
-            Hook::Transition => {
-                evaluate_json::<Transition>(&policy, operator, now, &settings, input)
-            }
-            Hook::ValidateSettings => {
-                evaluate_json::<ValidateSettings>(&policy, operator, now, &settings, input)
+                recorded.replay(operator, &active.policy, &active.settings)
             }
         }
-        .map_err(|e| Error::Store(format!("audit record `{seq}` has an invalid input: {e}")))?;
-        Ok(Replay {
-            seq,
-            recorded_policy,
-            replayed_policy: policy.id().clone(),
-            difference: first_difference(recorded, &replayed, String::new()),
-            recorded: recorded.clone(),
-            replayed,
-        })
+    }
+
+    /// What an installed version would have decided differently: replays
+    /// the operator's recorded decisions among its audit records after
+    /// `after` (at most `limit` records looked at) with `candidate` and the
+    /// settings it was installed with, and lists those it decides
+    /// differently. For checking a version before it is activated.
+    ///
+    /// Decisions are recorded when they change state, so the comparison
+    /// shows what the candidate would decide differently about what
+    /// happened, not refusals it would lift. Decisions redacted by an
+    /// anonymization are counted, not replayed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownOperator`], [`Error::UnknownPolicyVersion`];
+    /// the candidate's load and settings errors; store errors.
+    pub fn compare(
+        &self,
+        operator: &str,
+        candidate: &PolicyId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Comparison> {
+        self.operators.active(operator)?;
+        let stored =
+            self.store
+                .policy(operator, candidate)?
+                .ok_or_else(|| Error::UnknownPolicyVersion {
+                    operator: operator.to_owned(),
+                    policy: candidate.to_string(),
+                })?;
+        let candidate = load_active(&self.engine, operator, &stored)?;
+        let mut comparison = Comparison {
+            candidate: stored.id.clone(),
+            replayed: 0,
+            changed: Vec::new(),
+            redacted: 0,
+            last_seq: after,
+        };
+        for record in self.store.audit_records(operator, after, limit)? {
+            comparison.last_seq = record.seq;
+            if record.kind != DECISION {
+                continue;
+            }
+            if record.redacted {
+                comparison.redacted += 1;
+                continue;
+            }
+            let replay = RecordedDecision::read(&record)?.replay(
+                operator,
+                &candidate.policy,
+                &candidate.settings,
+            )?;
+            comparison.replayed += 1;
+            if replay.difference.is_some() {
+                comparison.changed.push(replay);
+            }
+        }
+        Ok(comparison)
     }
 
     /// Imports locks from a legacy system (GYM-12) in JSON Lines or CSV.

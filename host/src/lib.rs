@@ -62,7 +62,9 @@ pub use cache::PrunedModules;
 pub use engine::{Engine, EngineConfig, Isolation, Limits, PolicyId};
 pub use error::{Error, LoadError, Result};
 pub use evaluation::{Diagnostic, Evaluation, FailureKind};
-pub use host::{DECISION, FireReport, Host, Install, Outcome, Replay, ReplayWith, host_actor};
+pub use host::{
+    Comparison, DECISION, FireReport, Host, Install, Outcome, Replay, ReplayWith, host_actor,
+};
 pub use operators::{Active, Operators, Settings};
 pub use policy::PolicySet;
 pub use rulehost_sdk::wire;

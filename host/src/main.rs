@@ -344,7 +344,28 @@ enum PolicyCommand {
         #[arg(long)]
         operator: String,
         /// The version, as `NAME@VERSION` (`gym@2`).
-        policy: String,
+        #[arg(value_name = "NAME@VERSION")]
+        policy: PolicyId,
+    },
+    /// Show what an installed version would have decided differently:
+    /// replays the operator's recorded decisions (audit records after
+    /// `--after`, at most `--limit` looked at) with it and its settings,
+    /// and prints those that differ as JSON; exits 1 when any does.
+    Compare {
+        #[command(flatten)]
+        db: Db,
+        /// The operator.
+        #[arg(long)]
+        operator: String,
+        /// The version, as `NAME@VERSION` (`gym@2`).
+        #[arg(value_name = "NAME@VERSION")]
+        policy: PolicyId,
+        /// Only audit records after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many audit records.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
     },
     /// Reactivate the version active before the current one.
     Rollback {
@@ -776,15 +797,19 @@ fn policy(command: PolicyCommand) -> Result<ExitCode> {
             operator,
             policy,
         } => {
-            let Some((name, version)) = policy.split_once('@') else {
-                bail!("policy `{policy}` is not `NAME@VERSION` (`gym@2`)");
-            };
-            let version: u32 = version.parse().with_context(|| {
-                format!("policy `{policy}`: version `{version}` is not a number")
-            })?;
-            let id = PolicyId::new(name, version);
-            open(&db)?.activate(&operator, &id, &by, now)?;
-            print_json(&json!({ "active": id }))?;
+            open(&db)?.activate(&operator, &policy, &by, now)?;
+            print_json(&json!({ "active": policy }))?;
+        }
+        PolicyCommand::Compare {
+            db,
+            operator,
+            policy,
+            after,
+            limit,
+        } => {
+            let comparison = open(&db)?.compare(&operator, &policy, after, limit)?;
+            print_json(&comparison)?;
+            return Ok(exit(comparison.changed.is_empty()));
         }
         PolicyCommand::Rollback { db, operator } => {
             let id = open(&db)?.rollback(&operator, &by, now)?;

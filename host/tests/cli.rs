@@ -483,6 +483,43 @@ fn policy_lock_unlock_audit_import_and_export_commands_share_one_database() {
     let replay = run_json(&["audit", "replay", "--db", db, &seq]);
     assert_eq!(replay["difference"], serde_json::Value::Null);
 
+    // `policy compare` shows what a version would have decided
+    // differently, before it is activated; exit 1 when anything differs.
+    let compare = |policy: &str| {
+        rulehost(
+            &[
+                "policy",
+                "compare",
+                "--db",
+                db,
+                "--operator",
+                "acme",
+                policy,
+            ],
+            None,
+        )
+    };
+    let same = compare("gym@2");
+    assert!(same.status.success(), "{same:?}");
+    let same: serde_json::Value = serde_json::from_slice(&same.stdout).unwrap();
+    assert_eq!(
+        (&same["replayed"], &same["changed"]),
+        (&json!(2), &json!([]))
+    );
+    let settings = dir.path().join("strict.json");
+    std::fs::write(&settings, r#"{"lock_reasons": ["payment_default"]}"#).unwrap();
+    install_gym(db, "3", &["--settings", settings.to_str().unwrap()]);
+    let strict = compare("gym@3");
+    assert_eq!(strict.status.code(), Some(1), "{strict:?}");
+    let strict: serde_json::Value = serde_json::from_slice(&strict.stdout).unwrap();
+    assert_eq!(strict["changed"][0]["seq"].to_string(), seq);
+    assert_eq!(strict["changed"][0]["replayed"]["decision"], "refuse");
+    let unknown = compare("gym@9");
+    assert_eq!(
+        one_line_error(&unknown),
+        "error: operator `acme` has no policy `gym@9` installed"
+    );
+
     let file = dir.path().join("legacy.csv");
     std::fs::write(
         &file,
@@ -713,6 +750,10 @@ fn every_command_has_help_that_names_its_options() {
         (&["policy", "list"], &["--operator"]),
         (&["policy", "activate"], &["NAME@VERSION"]),
         (&["policy", "rollback"], &["--operator"]),
+        (
+            &["policy", "compare"],
+            &["NAME@VERSION", "--after", "--limit"],
+        ),
         (&["lock"], &["--subject", "--param", "--actor", "--now"]),
         (&["unlock"], &["--subject", "--param", "--actor"]),
         (&["audit", "verify"], &["--db", "--module-cache"]),

@@ -348,6 +348,10 @@ const ROUTES: &[(&str, &str)] = &[
         "POST",
         "/v1/operators/{operator}/policies/{name}/{version}/activate",
     ),
+    (
+        "GET",
+        "/v1/operators/{operator}/policies/{name}/{version}/compare",
+    ),
     ("POST", "/v1/operators/{operator}/policies/rollback"),
     ("GET", "/v1/operators/{operator}/keys"),
     ("POST", "/v1/operators/{operator}/keys"),
@@ -1097,6 +1101,32 @@ async fn policy_versions_are_installed_activated_and_rolled_back() {
             .0,
         StatusCode::OK
     );
+    // Before activating version 2 again: it would have refused that lock.
+    let (status, comparison) = service
+        .get(&format!("{policies}/gym/2/compare"), &service.gym)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{comparison}");
+    assert_eq!(comparison["candidate"], "gym@2");
+    let changed = comparison["changed"].as_array().unwrap();
+    assert_eq!(changed.len(), 1, "{comparison}");
+    assert_eq!(
+        (
+            &changed[0]["recorded"]["decision"],
+            &changed[0]["replayed"]["decision"]
+        ),
+        (&json!("apply"), &json!("refuse"))
+    );
+    let (status, body) = service
+        .get(&format!("{policies}/gym/9/compare?limit=5"), &service.gym)
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "unknown_policy_version")
+    );
+    let (status, body) = service
+        .get(&format!("{policies}/gym/2/compare?after=x"), &service.gym)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let (status, body) = service
         .post(&format!("{policies}/gym/2/activate"), &installer, json!({}))
         .await;

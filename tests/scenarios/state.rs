@@ -596,6 +596,130 @@ fn host_4_replay_reports_no_difference_then_the_difference_after_the_policy_chan
     );
 }
 
+/// Before activating a version, the operator sees what it would have
+/// decided differently: the recorded decisions replayed with it and the
+/// settings it was installed with. A version that reproduces one decision
+/// and not the other lists only the other, with where it differs; the
+/// recorded version lists none; `after` and `limit` page through the
+/// trail; decisions an anonymization redacted are counted, not replayed.
+#[test]
+fn host_4_host_6_a_version_is_compared_with_the_recorded_decisions_before_it_is_activated() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = subscription_host(dir.path());
+    let locked = lock_c1(&host, T0, json!({ "reason": "fraud_check" }))
+        .committed
+        .unwrap()
+        .audit_seq;
+    let unlock = act(
+        &host,
+        "2026-11-22T12:00:00Z",
+        "unlock",
+        anna(),
+        customer_c1(),
+        json!({ "reason": "identity confirmed" }),
+    )
+    .unwrap();
+    let unlocked = unlock.committed.unwrap().audit_seq;
+    let unlock_decision = serde_json::to_value(&unlock.evaluation.decision).unwrap();
+
+    // `fixed@2` answers every transition with the unlock's decision.
+    let install = |version: u32, reply: Value| {
+        let reply = json!({ "ok": reply }).to_string();
+        let id = PolicyId::new("fixed", version);
+        let wat = fixed_transition(&reply);
+        host.install(
+            OPERATOR,
+            id.clone(),
+            wat.as_bytes(),
+            &json!({}),
+            &anna(),
+            at(T0),
+        )
+        .unwrap();
+        id
+    };
+    let candidate = install(2, unlock_decision.clone());
+    let comparison = host.compare(OPERATOR, &candidate, 0, 100).unwrap();
+    let installed = host.audit_records(OPERATOR, unlocked, 100).unwrap();
+    assert_eq!(
+        installed.len(),
+        1,
+        "the candidate's install is the last record"
+    );
+    assert_eq!(
+        (
+            comparison.replayed,
+            comparison.redacted,
+            comparison.last_seq
+        ),
+        (2, 0, installed[0].seq)
+    );
+    let changed: Vec<u64> = comparison.changed.iter().map(|r| r.seq).collect();
+    assert_eq!(changed, [locked]);
+    let replay = &comparison.changed[0];
+    assert_eq!(
+        (
+            replay.recorded_policy.to_string(),
+            replay.replayed_policy.to_string()
+        ),
+        ("subscription@1".to_owned(), "fixed@2".to_owned())
+    );
+    assert_eq!(replay.replayed, unlock_decision);
+    assert!(
+        replay
+            .difference
+            .as_deref()
+            .unwrap()
+            .starts_with("at `/effects/0"),
+        "{:?}",
+        replay.difference
+    );
+    // Not activated by comparing it.
+    let active = host.policy_versions(OPERATOR).unwrap();
+    let active: Vec<String> = active
+        .iter()
+        .filter(|v| v.active)
+        .map(|v| v.id.to_string())
+        .collect();
+    assert_eq!(active, ["subscription@1"]);
+
+    let recorded = PolicyId::new("subscription", 1);
+    let same = host.compare(OPERATOR, &recorded, 0, 100).unwrap();
+    assert_eq!((same.replayed, same.changed.len()), (2, 0));
+    let page = host.compare(OPERATOR, &candidate, locked, 100).unwrap();
+    assert_eq!((page.replayed, page.changed.len()), (1, 0));
+    let page = host.compare(OPERATOR, &candidate, 0, 1).unwrap();
+    assert_eq!(
+        page.replayed + page.changed.len(),
+        0,
+        "record 1 is the install"
+    );
+    assert_eq!(page.last_seq, 1);
+
+    assert_eq!(
+        host.compare(OPERATOR, &PolicyId::new("fixed", 9), 0, 100)
+            .unwrap_err()
+            .to_string(),
+        "operator `acme` has no policy `fixed@9` installed"
+    );
+    assert_eq!(
+        host.compare("nobody", &candidate, 0, 100)
+            .unwrap_err()
+            .to_string(),
+        "unknown operator `nobody`"
+    );
+
+    host.anonymize_subject(
+        OPERATOR,
+        &customer_c1().reference(),
+        &Actor::staff("dpo"),
+        at(T0),
+    )
+    .unwrap();
+    let redacted = host.compare(OPERATOR, &candidate, 0, 100).unwrap();
+    assert_eq!((redacted.replayed, redacted.redacted), (0, 2));
+}
+
 #[test]
 fn host_7_events_are_delivered_until_acknowledged() {
     let dir = tempfile::tempdir().unwrap();

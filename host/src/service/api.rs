@@ -81,6 +81,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_policies, install_policy))
         .routes(routes!(list_keys, trust_key))
         .routes(routes!(activate_policy))
+        .routes(routes!(compare_policy))
         .routes(routes!(rollback_policy))
         .routes(routes!(import_locks))
 }
@@ -1253,6 +1254,30 @@ async fn activate_policy(
         .blocking(move |host| host.activate(&operator, &id, &by, now))
         .await?;
     ok(json!({ "active": active }))
+}
+
+/// What an installed version would have decided differently: the
+/// operator's recorded decisions among the audit records after `after`,
+/// evaluated again with it and its settings (see `Host::compare`).
+#[utoipa::path(get, path = "/v1/operators/{operator}/policies/{name}/{version}/compare",
+    tag = "policies", security(("bearer" = [])),
+    params(("operator" = String, Path), ("name" = String, Path), ("version" = u32, Path), AuditQuery),
+    responses((status = 200, description = "The decisions it changes", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn compare_policy(
+    State(state): State<AppState>,
+    _scope: Scoped,
+    Path((operator, name, version)): Path<(String, String, u32)>,
+    Query(query): Query<AuditQuery>,
+) -> Reply {
+    let limit = page(&state, query.limit)?;
+    let after = query.after.unwrap_or(0);
+    let id = PolicyId::new(name, version);
+    let comparison = state
+        .blocking(move |host| host.compare(&operator, &id, after, limit))
+        .await?;
+    ok(comparison)
 }
 
 /// Reactivates the version active before the current one.
