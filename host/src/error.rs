@@ -13,6 +13,15 @@ pub enum Error {
     #[error("cannot configure the engine: {0}")]
     Engine(String),
 
+    /// The store could not be backed up to this file.
+    #[error("cannot back up to `{}`: {reason}", path.display())]
+    Backup {
+        /// The backup file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+
     /// The module cache directory could not be pruned.
     #[error("module cache: {0}")]
     ModuleCache(String),

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::import::{self, ImportFormat, ImportReport, OnBadRow};
 use crate::operators::{Active, Operators, Settings};
 use crate::store::{
-    Anonymization, Anonymized, AuditRecord, Change, Committed, Event, Fires, Held,
+    Anonymization, Anonymized, AuditRecord, Backup, Change, Committed, Event, Fires, Held,
     LOCK_EXPIRY_ACTION, LockImport, NewAudit, NewToken, OperatorRecord, PolicyVersion,
     ScheduleRecord, ScheduleState, Scheduled, SqliteStore, Store, StoredPolicy, SubjectRecords,
     SubjectState, TokenRecord,
@@ -1387,6 +1387,18 @@ impl Host {
     /// [`Error::UnknownToken`]; store errors.
     pub fn revoke_token(&self, operator: Option<&str>, id: u64, now: Timestamp) -> Result<()> {
         self.store.revoke_token(operator, id, now)
+    }
+
+    /// Writes a consistent copy of the whole database to the new file
+    /// `to` while the host keeps serving; see [`Store::backup`]. To
+    /// restore, open the copy as the database.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backup`] naming `to`; [`Error::StoreFull`]. Nothing is left
+    /// at `to` then.
+    pub fn backup(&self, to: &std::path::Path) -> Result<Backup> {
+        self.store.backup(to)
     }
 
     /// The operator's audit records after `after`, oldest first.

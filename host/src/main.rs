@@ -195,6 +195,17 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Write a consistent copy of the database to a new file, also while
+    /// the service runs, and print what it holds as JSON. To restore, use
+    /// the copy as `--db`.
+    Backup {
+        #[command(flatten)]
+        db: Db,
+        /// The copy; must not exist yet. It appears only once complete,
+        /// checked and on disk.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Remove compiled modules that no host has loaded for DAYS days from
     /// the module cache, and partial files of writes that never finished;
     /// prints what was removed and kept as JSON. The modules of the
@@ -551,6 +562,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let schedules = open(&db)?.schedules(&operator, state, after, limit)?;
             print_json(&json!({ "schedules": schedules }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { db, out } => {
+            print_json(&open(&db)?.backup(&out)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::PruneModules { db, unused_days } => {

@@ -617,6 +617,21 @@ fn policy_lock_unlock_audit_import_and_export_commands_share_one_database() {
         one_line_error(&bad),
         "error: actor `anna` is not `KIND:ID` (`staff:anna`)"
     );
+
+    // `backup` copies the database; the copy is a database of its own.
+    let copy = dir.path().join("copy.db");
+    let copy = copy.to_str().unwrap();
+    let backup = run_json(&["backup", "--db", db, "--out", copy]);
+    let verified = run_json(&["audit", "verify", "--db", copy]);
+    assert_eq!(verified["broken"], serde_json::Value::Null);
+    assert_eq!(verified["records"], backup["audit_records"]);
+    let original = run_json(&["audit", "verify", "--db", db]);
+    assert_eq!(original["records"], backup["audit_records"]);
+    let again = rulehost(&["backup", "--db", db, "--out", copy], None);
+    assert_eq!(
+        one_line_error(&again),
+        format!("error: cannot back up to `{copy}`: it exists already; nothing was written")
+    );
 }
 
 #[test]
@@ -764,6 +779,7 @@ fn every_command_has_help_that_names_its_options() {
         (&["test"], &["N passed, N failed"]),
         (&["new"], &["--sdk"]),
         (&["prune-modules"], &["--unused-days", "--module-cache"]),
+        (&["backup"], &["--out", "--db"]),
     ];
     for (command, words) in commands {
         let mut args = command.to_vec();

@@ -1,6 +1,6 @@
 //! Store faults: a full store and a store locked by another connection
 //! refuse writes with a clear error, lose nothing acknowledged, and keep
-//! serving reads.
+//! serving reads. A backup taken while writes go on is a consistent store.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -347,4 +347,83 @@ async fn over_http_a_full_store_answers_507_a_locked_one_503_and_reads_go_on() {
         "the store is full, nothing of this write was stored: database or disk is full"
     );
     assert_m1_still_locked(&app, &token).await;
+}
+
+/// A backup is a consistent copy taken while writes go on: every lock in
+/// it comes with its decision record and its event, its audit trail is the
+/// live one up to where it was taken and verifies, and it opens as a store
+/// of its own. A target that exists, or one in a directory that does not,
+/// is refused by name, and nothing is written.
+#[test]
+fn a_backup_taken_while_writes_go_on_is_a_consistent_store_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Arc::new(with_gym(&dir.path().join("live.db")));
+    let member = |n: usize| format!("m-{n}");
+    for n in 0..20 {
+        lock(&host, &member(n)).unwrap();
+    }
+    let writer = {
+        let host = host.clone();
+        std::thread::spawn(move || {
+            for n in 20..620 {
+                lock(&host, &member(n)).unwrap();
+            }
+        })
+    };
+    // Taken once the writer is under way.
+    while locks_of(&host, &member(100)) == 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let target = dir.path().join("backup.db");
+    let backup = host.backup(&target).unwrap();
+    writer.join().unwrap();
+    assert_eq!(backup.path, target);
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), backup.bytes);
+
+    let restored = host_on(&target, &StoreOptions::default());
+    let verified = restored.verify_audit().unwrap();
+    assert!(verified.is_intact(), "{verified:?}");
+    assert_eq!(verified.records, backup.audit_records);
+    let last = restored.audit_record(backup.last_audit_seq).unwrap();
+    assert_eq!(Some(&last.hash), backup.last_audit_hash.as_ref());
+    assert_eq!(
+        host.audit_record(backup.last_audit_seq).unwrap().hash,
+        last.hash
+    );
+    // Everything acknowledged before the backup began is in it; each lock
+    // in it has its decision record (after the install and the
+    // activation) and its event.
+    assert!((0..=100).all(|n| locks_of(&restored, &member(n)) == 1));
+    let locked = (0..620)
+        .filter(|&n| locks_of(&restored, &member(n)) == 1)
+        .count();
+    assert_eq!(backup.audit_records, locked as u64 + 2);
+    assert_eq!(
+        restored.events("gym", "check", 10_000).unwrap().len(),
+        locked
+    );
+
+    let before = std::fs::read(&target).unwrap();
+    let error = host.backup(&target).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "cannot back up to `{}`: it exists already; nothing was written",
+            target.display()
+        )
+    );
+    assert!(std::fs::read(&target).unwrap() == before);
+    let nowhere = dir.path().join("missing").join("backup.db");
+    let error = host.backup(&nowhere).unwrap_err().to_string();
+    assert!(
+        error.starts_with(&format!("cannot back up to `{}`: ", nowhere.display())),
+        "{error}"
+    );
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("partial"))
+        .collect();
+    files.sort();
+    assert_eq!(files, Vec::<String>::new());
 }

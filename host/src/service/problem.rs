@@ -146,6 +146,7 @@ impl From<Error> for ApiError {
             Error::StoreBusy(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_busy"),
             Error::Engine(_)
             | Error::ModuleCache(_)
+            | Error::Backup { .. }
             | Error::Store(_)
             | Error::OpenStore { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "host_error"),
         };

@@ -13,6 +13,7 @@ mod vfs;
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
 
 use rulehost_sdk::wire::{Actor, Lock, SubjectRef, Timestamp, Trigger};
 use serde::{Deserialize, Serialize};
@@ -806,4 +807,33 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// Store faults.
     fn trusted_keys(&self, operator: &str) -> Result<Vec<String>>;
+
+    /// Writes a consistent copy of the whole store to the new file `to`,
+    /// while writes go on; the copy is a store of its own (open it as the
+    /// database to restore). `to` appears only once the copy is complete,
+    /// checked and durable.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backup`](crate::Error::Backup) naming `to` when it exists
+    /// already, cannot be written or the copy fails its check;
+    /// [`Error::StoreFull`](crate::Error::StoreFull) when the disk fills.
+    /// Nothing is left at `to` then.
+    fn backup(&self, to: &Path) -> Result<Backup>;
+}
+
+/// A copy of the store made by [`Store::backup`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Backup {
+    /// The copy.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// The audit records it holds.
+    pub audit_records: u64,
+    /// The sequence number of its last audit record (0 for an empty
+    /// trail): which state of the trail the copy holds.
+    pub last_audit_seq: u64,
+    /// That record's hash.
+    pub last_audit_hash: Option<String>,
 }

@@ -25,10 +25,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use serde_json::{Value, json};
 
 use super::{
-    Anonymization, Anonymized, AuditRecord, Change, Committed, Event, Fires, LOCK_EXPIRY_ACTION,
-    LiftMode, Lifted, LockImport, LockRecord, NewAudit, NewLock, NewToken, OperatorRecord,
-    PolicyVersion, ScheduleRecord, ScheduleState, Scheduled, Store, StoredPolicy, SubjectRecords,
-    SubjectState, TokenRecord, Write,
+    Anonymization, Anonymized, AuditRecord, Backup, Change, Committed, Event, Fires,
+    LOCK_EXPIRY_ACTION, LiftMode, Lifted, LockImport, LockRecord, NewAudit, NewLock, NewToken,
+    OperatorRecord, PolicyVersion, ScheduleRecord, ScheduleState, Scheduled, Store, StoredPolicy,
+    SubjectRecords, SubjectState, TokenRecord, Write,
 };
 use super::{schema, vfs};
 use crate::PolicyId;
@@ -290,6 +290,61 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
     // Savepoints keep their undo pages here: memory, not a temporary file.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
+}
+
+/// Checks a copy written by `VACUUM INTO` and reads what it holds.
+fn check_backup(path: &Path) -> std::result::Result<Backup, String> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("cannot open the copy: {e}"))?;
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .map_err(|e| format!("cannot check the copy: {e}"))?;
+    if check != "ok" {
+        return Err(format!("the copy fails SQLite's integrity check: {check}"));
+    }
+    let (audit_records, last_audit_seq, last_audit_hash) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM audit), seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |row| {
+                let count: i64 = row.get(0)?;
+                let seq: i64 = row.get(1)?;
+                Ok((count as u64, seq as u64, Some(row.get(2)?)))
+            },
+        )
+        .optional()
+        .map_err(|e| format!("cannot read the copy's audit trail: {e}"))?
+        .unwrap_or((0, 0, None));
+    drop(conn);
+    let bytes = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read the copy: {e}"))?
+        .len();
+    Ok(Backup {
+        path: path.to_path_buf(),
+        bytes,
+        audit_records,
+        last_audit_seq,
+        last_audit_hash,
+    })
+}
+
+/// Makes the checked copy at `partial` durable and gives it its name,
+/// refusing to replace a file that appeared at `to` meanwhile.
+fn place(partial: &Path, to: &Path) -> std::result::Result<(), String> {
+    std::fs::File::open(partial)
+        .and_then(|file| file.sync_all())
+        .map_err(|e| format!("cannot sync the copy: {e}"))?;
+    std::fs::hard_link(partial, to).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => "it exists already; nothing was written".to_owned(),
+        _ => format!("cannot name the copy: {e}"),
+    })?;
+    let _ = std::fs::remove_file(partial);
+    if let Some(dir) = to.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| format!("cannot sync `{}`: {e}", dir.display()))?;
+    }
+    Ok(())
 }
 
 fn run_writer(conn: &Connection, queue: &Receiver<Job>) {
@@ -931,6 +986,46 @@ impl Store for SqliteStore {
             )?;
             append_audit(conn, &operator, at, &audit).map(drop)
         })
+    }
+
+    fn backup(&self, to: &Path) -> Result<Backup> {
+        let refuse = |reason: String| Error::Backup {
+            path: to.to_path_buf(),
+            reason,
+        };
+        if to.symlink_metadata().is_ok() {
+            return Err(refuse("it exists already; nothing was written".to_owned()));
+        }
+        let mut name = to
+            .file_name()
+            .ok_or_else(|| refuse("it names no file".to_owned()))?
+            .to_owned();
+        name.push(format!(".partial-{}", std::process::id()));
+        let partial = to.with_file_name(name);
+        let text = partial
+            .to_str()
+            .ok_or_else(|| refuse("the path is not UTF-8".to_owned()))?
+            .to_owned();
+        // A partial file of an earlier attempt by a process of the same id.
+        let _ = std::fs::remove_file(&partial);
+        let copied = self
+            .read(|conn| Ok(conn.execute("VACUUM INTO ?1", [&text])?))
+            .map_err(|error| match error {
+                Error::StoreFull(why) => Error::StoreFull(why),
+                other => refuse(other.to_string()),
+            })
+            .and_then(|_| check_backup(&partial).map_err(refuse))
+            .and_then(|backup| {
+                place(&partial, to).map_err(refuse)?;
+                Ok(Backup {
+                    path: to.to_path_buf(),
+                    ..backup
+                })
+            });
+        if copied.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        copied
     }
 
     fn trusted_keys(&self, operator: &str) -> Result<Vec<String>> {
