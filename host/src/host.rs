@@ -980,8 +980,6 @@ impl Host {
         Ok(firings)
     }
 
-    /// Wakes a running [`Scheduler`](crate::Scheduler) to look at the
-    /// schedules again.
     /// A receiver that sees a change whenever this host has committed a
     /// change, which may carry events, for any operator: a consumer
     /// waits on it instead of polling [`Host::events`] in a loop. Events
@@ -997,6 +995,8 @@ impl Host {
             .send_modify(|count| *count = count.wrapping_add(1));
     }
 
+    /// Wakes a running [`Scheduler`](crate::Scheduler) to look at the
+    /// schedules again.
     pub(crate) fn schedules_changed(&self) -> &tokio::sync::Notify {
         &self.schedules_changed
     }
