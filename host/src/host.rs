@@ -381,13 +381,7 @@ impl Host {
         by: &Actor,
         now: Timestamp,
     ) -> Result<()> {
-        let stored =
-            self.store
-                .policy(operator, id)?
-                .ok_or_else(|| Error::UnknownPolicyVersion {
-                    operator: operator.to_owned(),
-                    policy: id.to_string(),
-                })?;
+        let stored = self.stored_policy(operator, id)?;
         let policy = self.engine.load(id.clone(), &stored.wasm)?;
         check_pin(operator, &stored, &policy)?;
         let active = Active::checked(operator, policy, &stored.settings, now)?;
@@ -418,13 +412,7 @@ impl Host {
             if current.is_some_and(|active| *active.policy.id() == id) {
                 continue;
             }
-            let stored =
-                self.store
-                    .policy(&operator, &id)?
-                    .ok_or_else(|| Error::UnknownPolicyVersion {
-                        operator: operator.clone(),
-                        policy: id.to_string(),
-                    })?;
+            let stored = self.stored_policy(&operator, &id)?;
             let active = load_active(&self.engine, &operator, &stored)?;
             self.operators.replace(&operator, active);
             changed.push(operator);
@@ -980,6 +968,16 @@ impl Host {
         Ok(firings)
     }
 
+    /// An installed version of the operator's policy set.
+    fn stored_policy(&self, operator: &str, id: &PolicyId) -> Result<StoredPolicy> {
+        self.store
+            .policy(operator, id)?
+            .ok_or_else(|| Error::UnknownPolicyVersion {
+                operator: operator.to_owned(),
+                policy: id.to_string(),
+            })
+    }
+
     /// A receiver that sees a change whenever this host has committed a
     /// change, which may carry events, for any operator: a consumer
     /// waits on it instead of polling [`Host::events`] in a loop. Events
@@ -1063,13 +1061,7 @@ impl Host {
         let operator = record.operator.as_str();
         match with {
             ReplayWith::Recorded => {
-                let stored = self
-                    .store
-                    .policy(operator, &recorded.policy)?
-                    .ok_or_else(|| Error::UnknownPolicyVersion {
-                        operator: operator.to_owned(),
-                        policy: recorded.policy.to_string(),
-                    })?;
+                let stored = self.stored_policy(operator, &recorded.policy)?;
                 let policy = self.engine.load(recorded.policy.clone(), &stored.wasm)?;
                 let settings = Settings::from_value(operator, &recorded.envelope["settings"])?;
                 recorded.replay(operator, &policy, &settings)
@@ -1104,13 +1096,7 @@ impl Host {
         limit: usize,
     ) -> Result<Comparison> {
         self.operators.active(operator)?;
-        let stored =
-            self.store
-                .policy(operator, candidate)?
-                .ok_or_else(|| Error::UnknownPolicyVersion {
-                    operator: operator.to_owned(),
-                    policy: candidate.to_string(),
-                })?;
+        let stored = self.stored_policy(operator, candidate)?;
         let candidate = load_active(&self.engine, operator, &stored)?;
         let mut comparison = Comparison {
             candidate: stored.id.clone(),

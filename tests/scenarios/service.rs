@@ -149,6 +149,19 @@ async fn wait_for_events(service: &Service, seconds: u64) -> tokio::task::JoinHa
     waiting
 }
 
+/// A service whose consumers may wait up to 60 s and that looks for other
+/// processes' events every `event_poll`, with the gym's events for consumer
+/// `crm` acknowledged.
+async fn waiting_service(event_poll: std::time::Duration) -> Service {
+    let service = Service::with_config(ServiceConfig {
+        max_event_wait: std::time::Duration::from_secs(60),
+        event_poll,
+        ..ServiceConfig::default()
+    });
+    ack_all(&service).await;
+    service
+}
+
 /// Acknowledges every event of the gym for consumer `crm`, if any.
 async fn ack_all(service: &Service) {
     let (_, listed) = service
@@ -186,12 +199,7 @@ fn kinds(listed: &Value) -> Vec<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_waits_for_events_instead_of_polling() {
     use std::time::{Duration, Instant};
-    let service = Service::with_config(ServiceConfig {
-        max_event_wait: Duration::from_secs(60),
-        event_poll: Duration::from_secs(3600),
-        ..ServiceConfig::default()
-    });
-    ack_all(&service).await;
+    let service = waiting_service(Duration::from_secs(3600)).await;
 
     let started = Instant::now();
     let waiting = wait_for_events(&service, 60).await;
@@ -247,12 +255,7 @@ async fn a_consumer_waits_for_events_instead_of_polling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_consumer_gets_the_events_another_process_writes() {
     use std::time::{Duration, Instant};
-    let service = Service::with_config(ServiceConfig {
-        max_event_wait: Duration::from_secs(60),
-        event_poll: Duration::from_millis(100),
-        ..ServiceConfig::default()
-    });
-    ack_all(&service).await;
+    let service = waiting_service(Duration::from_millis(100)).await;
     let elsewhere = Host::open(
         service._dir.path().join("rulehost.db"),
         EngineConfig::default(),
