@@ -136,12 +136,13 @@ impl ModuleCache {
         let before = SystemTime::now()
             .checked_sub(unused_for)
             .unwrap_or(SystemTime::UNIX_EPOCH);
+        let this_configuration = format!("-{}.cwasm", self.config_key);
         for entry in entries {
             let entry = entry.map_err(|e| format!("cannot read `{}`: {e}", self.dir.display()))?;
             let path = entry.path();
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let module = name.strip_suffix(&format!("-{}.cwasm", self.config_key));
+            let module = name.strip_suffix(&this_configuration);
             if module.is_some_and(|sha256| in_use.contains(sha256)) {
                 touch(&path);
                 pruned.kept += 1;

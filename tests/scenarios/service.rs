@@ -170,15 +170,19 @@ async fn ack_all(service: &Service) {
     let Some(last) = listed["events"].as_array().unwrap().last() else {
         return;
     };
-    let last = last["seq"].clone();
-    let (status, _) = service
+    let (status, _) = ack(service, last["seq"].clone()).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
+/// Acknowledges the gym's events up to `seq` for consumer `crm`.
+async fn ack(service: &Service, seq: Value) -> (StatusCode, Value) {
+    service
         .post(
             &format!("{GYM}/events/ack"),
             &service.gym,
-            json!({ "consumer": "crm", "seq": last }),
+            json!({ "consumer": "crm", "seq": seq }),
         )
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+        .await
 }
 
 fn kinds(listed: &Value) -> Vec<&str> {
@@ -530,33 +534,14 @@ async fn a_lock_refuses_check_in_and_lifts_itself_when_the_clock_passes_its_end(
         .get(&format!("{GYM}/events?consumer=crm"), &service.gym)
         .await;
     assert_eq!(status, StatusCode::OK);
-    let kinds: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, ["customer.locked", "lock.expired"]);
-    let last = events["events"][1]["seq"].as_u64().unwrap();
-    let (status, _) = service
-        .post(
-            &format!("{GYM}/events/ack"),
-            &service.gym,
-            json!({ "consumer": "crm", "seq": last }),
-        )
-        .await;
+    assert_eq!(kinds(&events), ["customer.locked", "lock.expired"]);
+    let (status, _) = ack(&service, events["events"][1]["seq"].clone()).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (_, events) = service
         .get(&format!("{GYM}/events?consumer=crm"), &service.gym)
         .await;
     assert_eq!(events["events"], json!([]));
-    let (status, unknown) = service
-        .post(
-            &format!("{GYM}/events/ack"),
-            &service.gym,
-            json!({ "consumer": "crm", "seq": 999 }),
-        )
-        .await;
+    let (status, unknown) = ack(&service, json!(999)).await;
     assert_eq!(
         (status, error_code(&unknown)),
         (StatusCode::NOT_FOUND, "unknown_event")

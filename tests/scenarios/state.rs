@@ -88,9 +88,22 @@ fn lock_c1(host: &Host, now: &str, params: Value) -> Outcome {
     act(host, now, "lock", anna(), customer_c1(), params).expect("lock transition")
 }
 
-/// Installs and activates `name@version`, whose `transition` always
-/// answers `reply` (JSON).
-fn activate_reply(host: &Host, name: &str, version: u32, reply: &str) {
+/// Anna unlocks `customer:c-1` at 12:00, the identity confirmed.
+fn unlock_c1(host: &Host) -> Outcome {
+    act(
+        host,
+        "2026-11-22T12:00:00Z",
+        "unlock",
+        anna(),
+        customer_c1(),
+        json!({ "reason": "identity confirmed" }),
+    )
+    .expect("unlock transition")
+}
+
+/// Installs `name@version`, whose `transition` always answers `reply`
+/// (JSON), without activating it.
+fn install_reply(host: &Host, name: &str, version: u32, reply: &str) -> PolicyId {
     let id = PolicyId::new(name, version);
     host.install(
         OPERATOR,
@@ -101,6 +114,13 @@ fn activate_reply(host: &Host, name: &str, version: u32, reply: &str) {
         at(T0),
     )
     .unwrap();
+    id
+}
+
+/// Installs and activates `name@version`, whose `transition` always
+/// answers `reply` (JSON).
+fn activate_reply(host: &Host, name: &str, version: u32, reply: &str) {
+    let id = install_reply(host, name, version, reply);
     host.activate(OPERATOR, &id, &anna(), at(T0)).unwrap();
 }
 
@@ -610,35 +630,13 @@ fn host_4_host_6_a_version_is_compared_with_the_recorded_decisions_before_it_is_
         .committed
         .unwrap()
         .audit_seq;
-    let unlock = act(
-        &host,
-        "2026-11-22T12:00:00Z",
-        "unlock",
-        anna(),
-        customer_c1(),
-        json!({ "reason": "identity confirmed" }),
-    )
-    .unwrap();
+    let unlock = unlock_c1(&host);
     let unlocked = unlock.committed.unwrap().audit_seq;
     let unlock_decision = serde_json::to_value(&unlock.evaluation.decision).unwrap();
 
     // `fixed@2` answers every transition with the unlock's decision.
-    let install = |version: u32, reply: Value| {
-        let reply = json!({ "ok": reply }).to_string();
-        let id = PolicyId::new("fixed", version);
-        let wat = fixed_transition(&reply);
-        host.install(
-            OPERATOR,
-            id.clone(),
-            wat.as_bytes(),
-            &json!({}),
-            &anna(),
-            at(T0),
-        )
-        .unwrap();
-        id
-    };
-    let candidate = install(2, unlock_decision.clone());
+    let reply = json!({ "ok": unlock_decision }).to_string();
+    let candidate = install_reply(&host, "fixed", 2, &reply);
     let comparison = host.compare(OPERATOR, &candidate, 0, 100).unwrap();
     let installed = host.audit_records(OPERATOR, unlocked, 100).unwrap();
     assert_eq!(
@@ -725,15 +723,7 @@ fn host_7_events_are_delivered_until_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let host = subscription_host(dir.path());
     lock_c1(&host, T0, json!({ "reason": "fraud_check" }));
-    act(
-        &host,
-        "2026-11-22T12:00:00Z",
-        "unlock",
-        anna(),
-        customer_c1(),
-        json!({ "reason": "identity confirmed" }),
-    )
-    .unwrap();
+    unlock_c1(&host);
     let first = host.events(OPERATOR, "billing", 10).unwrap();
     let kinds: Vec<&str> = first.iter().map(|event| event.kind.as_str()).collect();
     assert_eq!(kinds, ["customer.locked", "customer.unlocked"]);
