@@ -179,6 +179,34 @@ pub enum Error {
     #[error("scheduled transition `{0}` already fired or was cancelled")]
     AlreadyFired(i64),
 
+    /// The operator has no scheduled transition with that id.
+    #[error("operator `{operator}` has no schedule `{id}`")]
+    UnknownSchedule {
+        /// The operator.
+        operator: String,
+        /// The schedule's id.
+        id: i64,
+    },
+
+    /// Only a schedule held because its policy failed can be retried or
+    /// dropped by hand.
+    #[error("schedule `{id}` is {state}, not held: only a held schedule can be retried or dropped")]
+    ScheduleNotHeld {
+        /// The schedule's id.
+        id: i64,
+        /// What it is instead: `pending`, `fired` or `cancelled`.
+        state: &'static str,
+    },
+
+    /// Retrying or dropping a held schedule is recorded with a reason.
+    #[error("a reason is required to {resolution} schedule `{id}`")]
+    ReasonRequired {
+        /// `retry` or `drop`.
+        resolution: &'static str,
+        /// The schedule's id.
+        id: i64,
+    },
+
     /// A write of a change could not be applied; nothing of the change was.
     #[error("write {index} cannot be applied: {reason}")]
     Write {

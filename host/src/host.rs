@@ -25,9 +25,9 @@ use crate::import::{self, ImportFormat, ImportReport, OnBadRow};
 use crate::operators::{Active, Operators, Settings};
 use crate::store::{
     Anonymization, Anonymized, AuditRecord, Backup, Change, Committed, Event, Fires, Held,
-    LOCK_EXPIRY_ACTION, LockImport, NewAudit, NewToken, OperatorRecord, PolicyVersion,
-    ScheduleRecord, ScheduleState, Scheduled, SqliteStore, Store, StoredPolicy, SubjectRecords,
-    SubjectState, TokenRecord,
+    LOCK_EXPIRY_ACTION, LockImport, NewAudit, NewEvent, NewToken, OperatorRecord, PolicyVersion,
+    Resolution, ScheduleRecord, ScheduleState, Scheduled, SqliteStore, Store, StoredPolicy,
+    SubjectRecords, SubjectState, TokenRecord, Write,
 };
 use crate::{Diagnostic, Engine, EngineConfig, Evaluation, FailureKind, PolicyId, PolicySet};
 
@@ -112,8 +112,22 @@ pub struct FireReport {
     pub fired_without_effects: usize,
     /// Schedules whose policy failed (or with no policy set active): held,
     /// and announced as `schedule.held`, until the operator activates a
-    /// version; for a lock's end the lock lifted all the same.
+    /// version or staff retry or drop them ([`Host::resolve_held`]); for a
+    /// lock's end the lock lifted all the same.
     pub held: usize,
+}
+
+/// What [`Host::resolve_held`] did.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Resolved {
+    /// The schedule as it is now: pending again, or cancelled.
+    pub schedule: ScheduleRecord,
+    /// Retried or dropped.
+    pub resolution: Resolution,
+    /// The audit record naming who resolved it and why.
+    pub audit_seq: u64,
+    /// The event announcing it (`schedule.retried`, `schedule.dropped`).
+    pub event: u64,
 }
 
 /// Which policy set a recorded decision is replayed with.
@@ -744,6 +758,110 @@ impl Host {
         self.store.held_schedules()
     }
 
+    /// One of the operator's schedules, by id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownOperator`], [`Error::UnknownSchedule`]; store errors.
+    pub fn schedule(&self, operator: &str, id: i64) -> Result<ScheduleRecord> {
+        self.schedules(operator, None, id.saturating_sub(1), 1)?
+            .pop()
+            .filter(|record| record.scheduled.id == id)
+            .ok_or_else(|| Error::UnknownSchedule {
+                operator: operator.to_owned(),
+                id,
+            })
+    }
+
+    /// Settles a schedule held because its policy failed (see
+    /// [`Host::fire_due`]), one at a time and without activating anything:
+    /// [`Resolution::Retry`] lets it fire again at the next run, for a
+    /// failure that depended on the subject's state or the host's limits;
+    /// [`Resolution::Drop`] cancels it for good. Who did it and why go into
+    /// the audit trail, and the backend hears `schedule.retried` or
+    /// `schedule.dropped`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReasonRequired`] for a blank reason;
+    /// [`Error::UnknownOperator`], [`Error::UnknownSchedule`];
+    /// [`Error::ScheduleNotHeld`], also when it fired or was resolved
+    /// meanwhile; store errors. Nothing is changed then.
+    pub fn resolve_held(
+        &self,
+        operator: &str,
+        id: i64,
+        resolution: Resolution,
+        by: &Actor,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<Resolved> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(Error::ReasonRequired {
+                resolution: resolution.name(),
+                id,
+            });
+        }
+        let not_held = |record: ScheduleRecord| Error::ScheduleNotHeld {
+            id,
+            state: record.state.name(),
+        };
+        let record = self.schedule(operator, id)?;
+        if record.state != ScheduleState::Held {
+            return Err(not_held(record));
+        }
+        let kind = match resolution {
+            Resolution::Retry => "schedule.retried",
+            Resolution::Drop => "schedule.dropped",
+        };
+        let subject = record.scheduled.subject.clone();
+        let data = json!({
+            "schedule": id,
+            "action": record.scheduled.action,
+            "attempts": record.scheduled.attempts,
+            "last_error": record.last_error,
+            "by": by,
+            "reason": reason,
+        });
+        let change = Change {
+            operator: operator.to_owned(),
+            at: now,
+            expect: Vec::new(),
+            fires: None,
+            writes: vec![Write::ResolveHeld {
+                schedule: id,
+                resolution,
+            }],
+            audit: NewAudit {
+                kind: kind.to_owned(),
+                subject: Some(subject.clone()),
+                actor: by.clone(),
+                policy: None,
+                payload: data.to_string(),
+            },
+            events: vec![NewEvent {
+                kind: kind.to_owned(),
+                subject,
+                data,
+            }],
+        };
+        let committed = match self.commit_one(change) {
+            // Fired, or resolved by another caller, since it was read.
+            Err(Error::Write { .. }) => return Err(not_held(self.schedule(operator, id)?)),
+            other => other?,
+        };
+        if resolution == Resolution::Retry {
+            self.schedules_changed.notify_one();
+        }
+        Ok(Resolved {
+            schedule: self.schedule(operator, id)?,
+            resolution,
+            audit_seq: committed.audit_seq,
+            event: committed.events.first().copied().unwrap_or_default(),
+        })
+    }
+
     /// Fires every schedule due at `now` through its operator's policy
     /// (`transition` with trigger `expired` or `scheduled`), each at most
     /// once. A lock whose time is up is lifted (automatically, by the
@@ -753,8 +871,9 @@ impl Host {
     /// set is active, the schedule is held, not consumed: it stays pending,
     /// the backend hears `schedule.held`, and it fires again once the
     /// operator activates a version (the same failure would repeat with the
-    /// same one, since evaluation is deterministic). When no instance can
-    /// be had, it stays due for the next run.
+    /// same one, since evaluation is deterministic) or staff retry it with
+    /// [`Host::resolve_held`]. When no instance can be had, it stays due
+    /// for the next run.
     ///
     /// # Errors
     ///

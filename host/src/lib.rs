@@ -63,7 +63,8 @@ pub use engine::{Engine, EngineConfig, Isolation, Limits, PolicyId};
 pub use error::{Error, LoadError, Result};
 pub use evaluation::{Diagnostic, Evaluation, FailureKind};
 pub use host::{
-    Comparison, DECISION, FireReport, Host, Install, Outcome, Replay, ReplayWith, host_actor,
+    Comparison, DECISION, FireReport, Host, Install, Outcome, Replay, ReplayWith, Resolved,
+    host_actor,
 };
 pub use operators::{Active, Operators, Settings};
 pub use policy::PolicySet;

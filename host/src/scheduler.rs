@@ -5,8 +5,10 @@
 //! while the host was down fires then, once), whenever the earliest pending
 //! schedule comes due, and whenever a change may have added an earlier one.
 //! Every two seconds it takes up policy set versions another process
-//! activated ([`Host::sync_activations`]), so that `rulehost policy
-//! activate` takes effect in a running service.
+//! activated ([`Host::sync_activations`]) and looks for schedules another
+//! process made due earlier, so that `rulehost policy activate`, a timed
+//! `rulehost lock` and `rulehost schedule retry` take effect in a running
+//! service.
 //! Time comes from a [`Clock`], so tests move a [`ManualClock`] instead of
 //! sleeping.
 
@@ -172,15 +174,23 @@ impl Scheduler {
                         () = &mut changed => break,
                         () = &mut wait => break,
                         // A version that took effect notifies `changed`, so
-                        // what its activation released fires with it.
+                        // what its activation released fires with it. A
+                        // schedule another process made due earlier (a timed
+                        // lock from the CLI, a held schedule retried) ends
+                        // the wait too.
                         () = tokio::time::sleep(SYNC_EVERY) => {
                             let sync = Arc::clone(&host);
-                            let synced = tokio::task::spawn_blocking(move || sync.sync_activations())
-                                .await
-                                .map_err(|e| e.to_string())
-                                .and_then(|synced| synced.map_err(|e| e.to_string()));
-                            if let Err(error) = synced {
-                                eprintln!("warning: scheduler: {error}");
+                            let synced = tokio::task::spawn_blocking(move || {
+                                sync.sync_activations()?;
+                                sync.next_due()
+                            })
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|synced| synced.map_err(|e| e.to_string()));
+                            match synced {
+                                Ok(Some(due)) if next.is_none_or(|next| due < next) => break,
+                                Ok(_) => {}
+                                Err(error) => eprintln!("warning: scheduler: {error}"),
                             }
                         }
                         _ = stopped.changed() => return,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rulehost::import::{ImportFormat, OnBadRow};
-use rulehost::store::{LiftMode, ScheduleState, SqliteStore, Store};
+use rulehost::store::{LiftMode, Resolution, ScheduleState, SqliteStore, Store};
 use rulehost::wire::{
     Actor, AuthorizeDecision, Subject, SubjectKind, SubjectRef, Timestamp, TransitionDecision,
     TransitionInput, Trigger,
@@ -1443,6 +1443,232 @@ fn host_7_a_firing_whose_policy_fails_is_held_until_the_operator_activates_a_ver
         records.audit.last().unwrap().policy,
         Some(PolicyId::new("fixed", 3))
     );
+}
+
+/// A host on the file in `dir` whose policies may reply at most 16
+/// bytes: `fixed@2`'s contract end, some 90 bytes, fails there.
+fn open_with_tight_output(dir: &Path) -> Host {
+    let config = EngineConfig {
+        limits: Limits {
+            output_bytes: 16,
+            ..Limits::default()
+        },
+        ..EngineConfig::default()
+    };
+    Host::open(dir.join("rulehost.db"), config).expect("host opens")
+}
+
+/// [`schedule_contract_end`], then `fixed@2` ending the contract, whose
+/// firing a host with [`open_with_tight_output`] holds. Returns when it is
+/// due and the schedule's id.
+fn hold_contract_end_for_its_output(dir: &Path) -> (Timestamp, i64) {
+    let host = open(dir);
+    let end = schedule_contract_end(&host);
+    activate_contract_end(&host, 2);
+    assert_eq!(open_with_tight_output(dir).fire_due(end).unwrap().held, 1);
+    let held = host
+        .schedules(OPERATOR, Some(ScheduleState::Held), 0, 10)
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    (end, held[0].scheduled.id)
+}
+
+#[test]
+fn host_7_staff_retry_a_held_schedule_once_its_cause_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (end, id) = hold_contract_end_for_its_output(dir.path());
+    // The operator raised the output limit: a host with the defaults.
+    let host = open(dir.path());
+    let resolve = |id: i64, resolution: Resolution, reason: &str| {
+        host.resolve_held(OPERATOR, id, resolution, &anna(), reason, end)
+    };
+
+    let error = resolve(id, Resolution::Retry, " ").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("a reason is required to retry schedule `{id}`")
+    );
+    let error = resolve(id + 1, Resolution::Retry, "limit raised").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("operator `acme` has no schedule `{}`", id + 1)
+    );
+    let error = host
+        .resolve_held(
+            "nobody",
+            id,
+            Resolution::Retry,
+            &anna(),
+            "limit raised",
+            end,
+        )
+        .unwrap_err();
+    assert!(matches!(error, Error::UnknownOperator(_)), "{error}");
+    // None of those changed anything.
+    assert_eq!(
+        host.schedule(OPERATOR, id).unwrap().state,
+        ScheduleState::Held
+    );
+    assert_eq!(host.next_due().unwrap(), None);
+    let audit = host.verify_audit().unwrap().records;
+
+    let resolved = resolve(id, Resolution::Retry, "output limit raised to 1 MiB").unwrap();
+    assert_eq!(resolved.resolution, Resolution::Retry);
+    assert_eq!(resolved.schedule.state, ScheduleState::Pending);
+    assert_eq!(resolved.schedule.scheduled.attempts, 1);
+    assert_eq!(host.verify_audit().unwrap().records, audit + 1);
+    let record = host.audit_record(resolved.audit_seq).unwrap();
+    assert_eq!(
+        (record.kind.as_str(), &record.actor),
+        ("schedule.retried", &anna())
+    );
+    let payload: Value = serde_json::from_str(&record.payload).unwrap();
+    assert_eq!(payload["reason"], "output limit raised to 1 MiB");
+    assert_eq!(payload["schedule"], id);
+    assert!(
+        payload["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("policy `fixed@2` failed in hook `transition`"),
+        "{payload}"
+    );
+    let events = host.events(OPERATOR, "test", 100).unwrap();
+    let retried = events.last().unwrap();
+    assert_eq!(
+        (retried.seq, retried.kind.as_str()),
+        (resolved.event, "schedule.retried")
+    );
+    assert_eq!(retried.data, payload);
+    assert_eq!(retried.data["by"], json!({ "kind": "staff", "id": "anna" }));
+
+    // It fires at the next run, with the active version.
+    assert_eq!(host.next_due().unwrap(), Some(end));
+    assert_eq!(host.fire_due(end).unwrap().fired, 1);
+    let contract = SubjectRef::new(SubjectKind::Contract, "k-1");
+    assert_eq!(
+        host.subject(OPERATOR, &contract, end)
+            .unwrap()
+            .status
+            .as_deref(),
+        Some("ended")
+    );
+    let fired = host.schedule(OPERATOR, id).unwrap();
+    assert_eq!(
+        (fired.state, fired.scheduled.attempts),
+        (ScheduleState::Fired, 2)
+    );
+
+    let error = resolve(id, Resolution::Drop, "too late").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "schedule `{id}` is fired, not held: only a held schedule can be retried or dropped"
+        )
+    );
+    assert!(host.verify_audit().unwrap().is_intact());
+}
+
+#[test]
+fn host_7_staff_drop_a_held_schedule_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path());
+    let end = schedule_under_a_broken_policy(&host);
+    assert_eq!(host.fire_due(end).unwrap().held, 1);
+    let id = host
+        .schedules(OPERATOR, Some(ScheduleState::Held), 0, 10)
+        .unwrap()[0]
+        .scheduled
+        .id;
+
+    let resolved = host
+        .resolve_held(
+            OPERATOR,
+            id,
+            Resolution::Drop,
+            &anna(),
+            "contract ended by hand",
+            end,
+        )
+        .unwrap();
+    assert_eq!(resolved.schedule.state, ScheduleState::Cancelled);
+    assert_eq!(
+        event_kinds(&host),
+        [
+            "schedule.held contract:k-1",
+            "schedule.dropped contract:k-1"
+        ]
+    );
+    let record = host.audit_record(resolved.audit_seq).unwrap();
+    assert_eq!(
+        (record.kind.as_str(), &record.actor),
+        ("schedule.dropped", &anna())
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&record.payload).unwrap()["reason"],
+        "contract ended by hand"
+    );
+    assert!(host.held_schedules().unwrap().is_empty());
+
+    // A version activated later releases what is held, not what was
+    // dropped; nor can it be retried any more.
+    activate_contract_end(&host, 3);
+    assert_eq!(host.next_due().unwrap(), None);
+    assert_eq!(host.fire_due(end).unwrap(), rulehost::FireReport::default());
+    let error = host
+        .resolve_held(
+            OPERATOR,
+            id,
+            Resolution::Retry,
+            &anna(),
+            "changed my mind",
+            end,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::ScheduleNotHeld {
+                state: "cancelled",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let contract = SubjectRef::new(SubjectKind::Contract, "k-1");
+    assert_eq!(host.subject(OPERATOR, &contract, end).unwrap().status, None);
+    assert!(host.verify_audit().unwrap().is_intact());
+}
+
+#[tokio::test]
+async fn host_7_a_running_scheduler_fires_a_schedule_another_process_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let (end, id) = hold_contract_end_for_its_output(dir.path());
+    let service = Arc::new(open(dir.path()));
+    // The manual clock never moves: only the look at the store every two
+    // seconds can find the retried schedule due.
+    let mut scheduler = Scheduler::start(Arc::clone(&service), Arc::new(ManualClock::new(end)));
+    let first = scheduler.ran_through(end).await.unwrap();
+    assert_eq!(first.result, Ok(rulehost::FireReport::default()));
+    // `cli` stands for `rulehost schedule retry` beside the service.
+    let cli = open(dir.path());
+    cli.resolve_held(
+        OPERATOR,
+        id,
+        Resolution::Retry,
+        &anna(),
+        "limit raised",
+        end,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while service.schedule(OPERATOR, id).unwrap().state != ScheduleState::Fired {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the running scheduler did not fire the retried schedule within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    scheduler.stop().await;
 }
 
 #[test]

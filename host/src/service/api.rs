@@ -25,7 +25,7 @@ use super::problem::{ApiError, ErrorBody};
 use super::telemetry::{self, OutcomeName};
 use super::{AppState, Caller};
 use crate::import::{ImportFormat, OnBadRow};
-use crate::store::ScheduleState;
+use crate::store::{Resolution, ScheduleState};
 use crate::{Evaluation, Install, PolicyId, ReplayWith};
 
 type Reply = Result<Response, ApiError>;
@@ -74,6 +74,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_events))
         .routes(routes!(ack_events))
         .routes(routes!(list_schedules))
+        .routes(routes!(resolve_held))
         .routes(routes!(list_audit))
         .routes(routes!(audit_record))
         .routes(routes!(verify_audit))
@@ -1002,6 +1003,54 @@ async fn list_schedules(
         .blocking(move |host| host.schedules(&operator, which, after, limit))
         .await?;
     ok(json!({ "schedules": schedules }))
+}
+
+/// Who settles a held schedule, and why.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ResolveRequest {
+    /// Who retries or drops it.
+    #[schema(value_type = Object)]
+    actor: Actor,
+    /// Why, for the audit trail; required.
+    reason: String,
+}
+
+/// Settles a schedule held because its policy failed: `retry` lets it fire
+/// again at the next run, `drop` cancels it for good (see
+/// `Host::resolve_held`). Announced as `schedule.retried` or
+/// `schedule.dropped`.
+#[utoipa::path(post, path = "/v1/operators/{operator}/schedules/{id}/{resolution}",
+    tag = "subjects", security(("bearer" = [])),
+    params(("operator" = String, Path), ("id" = i64, Path),
+        ("resolution" = String, Path, description = "`retry` or `drop`")),
+    request_body = ResolveRequest,
+    responses((status = 200, description = "Resolved", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn resolve_held(
+    State(state): State<AppState>,
+    _scope: Scoped,
+    Path((operator, id, resolution)): Path<(String, i64, String)>,
+    Body(request): Body<ResolveRequest>,
+) -> Reply {
+    let resolution: Resolution = resolution
+        .parse()
+        .map_err(|e: String| ApiError::bad_request("invalid_path", e))?;
+    let now = state.now();
+    let resolved = state
+        .blocking(move |host| {
+            host.resolve_held(
+                &operator,
+                id,
+                resolution,
+                &request.actor,
+                &request.reason,
+                now,
+            )
+        })
+        .await?;
+    ok(json!(resolved))
 }
 
 /// The operator's audit record `seq`, or 404.

@@ -173,6 +173,14 @@ pub enum Write {
         /// The action.
         action: String,
     },
+    /// Settle a held schedule of the operator as staff decided; fails when
+    /// it is not held.
+    ResolveHeld {
+        /// The schedule's id.
+        schedule: i64,
+        /// Retry or drop it.
+        resolution: Resolution,
+    },
     /// Set the subject's lifecycle status.
     SetStatus {
         /// The subject.
@@ -253,7 +261,7 @@ pub struct Fires {
     pub schedule: i64,
     /// `None`: the schedule has fired. `Some`: the policy failed, and the
     /// schedule stays pending but held until the operator activates a
-    /// version.
+    /// version or staff retry or drop it.
     pub held: Option<Held>,
 }
 
@@ -404,11 +412,12 @@ pub enum ScheduleState {
     /// Waiting for its time.
     Pending,
     /// Its policy failed; it fires again once the operator activates a
-    /// version.
+    /// version or staff retry it, unless staff drop it.
     Held,
     /// Fired through the policy.
     Fired,
-    /// Cancelled by an effect before its time.
+    /// Cancelled by an effect before its time, or dropped by staff while
+    /// it was held.
     Cancelled,
 }
 
@@ -445,6 +454,40 @@ impl std::str::FromStr for ScheduleState {
                     "unknown schedule state `{name}`: expected one of `pending`, `held`, `fired`, `cancelled`"
                 )
             })
+    }
+}
+
+/// What staff do with a schedule held because its policy failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    /// Let it fire again at the next run, with the active version: for a
+    /// failure that depended on the subject's state or on the host's
+    /// limits, since changed.
+    Retry,
+    /// Cancel it for good: what it would have done is not done.
+    Drop,
+}
+
+impl Resolution {
+    /// Its name: `retry` or `drop`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Resolution::Retry => "retry",
+            Resolution::Drop => "drop",
+        }
+    }
+}
+
+impl std::str::FromStr for Resolution {
+    type Err = String;
+
+    /// Parses `retry` or `drop`; the error names the value.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        [Resolution::Retry, Resolution::Drop]
+            .into_iter()
+            .find(|resolution| resolution.name() == name)
+            .ok_or_else(|| format!("unknown resolution `{name}`: expected `retry` or `drop`"))
     }
 }
 

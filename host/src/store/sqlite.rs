@@ -27,8 +27,8 @@ use serde_json::{Value, json};
 use super::{
     Anonymization, Anonymized, AuditRecord, Backup, Change, Committed, Event, Fires,
     LOCK_EXPIRY_ACTION, LiftMode, Lifted, LockImport, LockRecord, NewAudit, NewLock, NewToken,
-    OperatorRecord, PolicyVersion, ScheduleRecord, ScheduleState, Scheduled, Store, StoredPolicy,
-    SubjectRecords, SubjectState, TokenRecord, Write,
+    OperatorRecord, PolicyVersion, Resolution, ScheduleRecord, ScheduleState, Scheduled, Store,
+    StoredPolicy, SubjectRecords, SubjectState, TokenRecord, Write,
 };
 use super::{schema, vfs};
 use crate::PolicyId;
@@ -1221,6 +1221,25 @@ fn apply_write(
                 return Err(Refused(format!(
                     "subject `{subject}` has no pending `{action}`"
                 )));
+            }
+        }
+        Write::ResolveHeld {
+            schedule,
+            resolution,
+        } => {
+            const HELD: &str = "id = ?1 AND operator = ?2 AND state = 'pending' AND held = 1";
+            let resolved = match resolution {
+                Resolution::Retry => conn
+                    .prepare_cached(&format!("UPDATE schedules SET held = 0 WHERE {HELD}"))?
+                    .execute(params![schedule, operator])?,
+                Resolution::Drop => conn
+                    .prepare_cached(&format!(
+                        "UPDATE schedules SET state = 'cancelled', done_at = ?3 WHERE {HELD}"
+                    ))?
+                    .execute(params![schedule, operator, at.to_string()])?,
+            };
+            if resolved == 0 {
+                return Err(Refused(format!("schedule `{schedule}` is not held")));
             }
         }
         Write::SetStatus { subject, status } => {
