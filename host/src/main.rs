@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rulehost::import::{ImportFormat, OnBadRow};
 use rulehost::service::{AppState, ServiceClock, ServiceConfig};
-use rulehost::store::ScheduleState;
+use rulehost::store::{Resolution, ScheduleState};
 use rulehost::wire::{
     Actor, Authorize, Billing, Hook, HookKind, Subject, SubjectRef, Timestamp, Transition,
     TransitionDecision, TransitionInput, Trigger, ValidateSettings,
@@ -194,6 +194,26 @@ enum Command {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+    /// Retry or drop a schedule held because its policy failed, and print
+    /// the schedule as it is now as JSON. `retry` lets it fire again at the
+    /// next run (within seconds in a running service); `drop` cancels it
+    /// for good. Who and why go into the audit trail.
+    Schedule {
+        #[command(flatten)]
+        db: Db,
+        /// `retry` or `drop`.
+        resolution: Resolution,
+        /// The schedule's id (`rulehost schedules --state held`).
+        id: i64,
+        /// The operator.
+        #[arg(long)]
+        operator: String,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        acting: Acting,
     },
     /// Write a consistent copy of the database to a new file, also while
     /// the service runs, and print what it holds as JSON. To restore, use
@@ -562,6 +582,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let schedules = open(&db)?.schedules(&operator, state, after, limit)?;
             print_json(&json!({ "schedules": schedules }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schedule {
+            db,
+            resolution,
+            id,
+            operator,
+            reason,
+            acting,
+        } => {
+            let (actor, now) = acting.resolve()?;
+            let resolved =
+                open(&db)?.resolve_held(&operator, id, resolution, &actor, &reason, now)?;
+            print_json(&resolved)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Backup { db, out } => {

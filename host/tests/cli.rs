@@ -634,6 +634,116 @@ fn policy_lock_unlock_audit_import_and_export_commands_share_one_database() {
     );
 }
 
+/// A policy whose `transition` traps: every firing under it is held.
+const TRAPPING_TRANSITION: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "rulehost_abi_version") (result i32) i32.const 1)
+  (func (export "rulehost_alloc") (param i32) (result i32) i32.const 1024)
+  (func (export "rulehost_transition") (param i32 i32) (result i64) unreachable))"#;
+
+#[test]
+fn schedule_retries_or_drops_a_held_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cli.db");
+    let db = db.to_str().unwrap();
+    install_gym(db, "1", &["--activate"]);
+    let locked = acme_action(
+        db,
+        "lock",
+        "staff:anna",
+        &["reason=payment_deferral", "duration=14_days"],
+        "2026-11-22T10:00:00Z",
+    );
+    assert!(locked.status.success(), "{locked:?}");
+    let trap = dir.path().join("trap.wat");
+    std::fs::write(&trap, TRAPPING_TRANSITION).unwrap();
+    let trap = trap.to_str().unwrap();
+    run_json(&[
+        "policy",
+        "install",
+        "--db",
+        db,
+        "--operator",
+        "acme",
+        trap,
+        "--name",
+        "trap",
+        "--version",
+        "1",
+        "--activate",
+    ]);
+    // What the service's scheduler does, in process: the lock's end is
+    // held, as it is again once retried, `trap@1` being still active.
+    let fire = || {
+        let service = rulehost::Host::open(db, rulehost::EngineConfig::default()).unwrap();
+        let end = "2026-12-06T10:00:00Z".parse().unwrap();
+        service.fire_due(end).unwrap().held
+    };
+    assert_eq!(fire(), 1);
+    let held = run_json(&[
+        "schedules",
+        "--db",
+        db,
+        "--operator",
+        "acme",
+        "--state",
+        "held",
+    ]);
+    let id = held["schedules"][0]["id"].to_string();
+
+    let schedule = |resolution: &str, reason: &str| {
+        let args = [
+            "schedule",
+            resolution,
+            &id,
+            "--db",
+            db,
+            "--operator",
+            "acme",
+            "--actor",
+            "staff:anna",
+            "--reason",
+            reason,
+            "--now",
+            "2026-12-06T11:00:00Z",
+        ];
+        rulehost(&args, None)
+    };
+    let retried = schedule("retry", "the policy was fixed");
+    assert!(retried.status.success(), "{retried:?}");
+    let retried: serde_json::Value = serde_json::from_slice(&retried.stdout).unwrap();
+    assert_eq!(
+        (&retried["resolution"], &retried["schedule"]["state"]),
+        (&json!("retry"), &json!("pending"))
+    );
+    let record = retried["audit_seq"].to_string();
+    let replay = rulehost(&["audit", "replay", "--db", db, &record], None);
+    assert_eq!(
+        one_line_error(&replay),
+        format!("error: audit record `{record}` is a `schedule.retried` record, not a decision")
+    );
+    assert_eq!(fire(), 1);
+
+    let dropped = schedule("drop", "member left");
+    assert!(dropped.status.success(), "{dropped:?}");
+    let dropped: serde_json::Value = serde_json::from_slice(&dropped.stdout).unwrap();
+    assert_eq!(dropped["schedule"]["state"], "cancelled");
+    assert_eq!(
+        one_line_error(&schedule("drop", "again")),
+        format!(
+            "error: schedule `{id}` is cancelled, not held: only a held schedule can be retried or dropped"
+        )
+    );
+    assert_eq!(
+        one_line_error(&schedule("retry", "")),
+        format!("error: a reason is required to retry schedule `{id}`")
+    );
+    let later = schedule("later", "why");
+    assert!(!later.status.success());
+    let stderr = String::from_utf8_lossy(&later.stderr);
+    assert!(stderr.contains("unknown resolution `later`"), "{stderr}");
+}
+
 #[test]
 fn test_runs_cases_against_a_module_and_fails_on_a_wrong_expectation() {
     let dir = tempfile::tempdir().unwrap();
@@ -780,6 +890,10 @@ fn every_command_has_help_that_names_its_options() {
         (&["new"], &["--sdk"]),
         (&["prune-modules"], &["--unused-days", "--module-cache"]),
         (&["backup"], &["--out", "--db"]),
+        (
+            &["schedule"],
+            &["<RESOLUTION>", "<ID>", "--operator", "--reason", "--actor"],
+        ),
     ];
     for (command, words) in commands {
         let mut args = command.to_vec();

@@ -9,11 +9,11 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use base64::Engine as _;
 use rulehost::service::{AppState, ServiceClock, ServiceConfig, seed_demo};
-use rulehost::{EngineConfig, Host, ManualClock, Scheduler};
+use rulehost::{EngineConfig, Host, ManualClock, PolicyId, Scheduler, host_actor};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
-use crate::support::at;
+use crate::support::{at, fixed_transition};
 
 const START: &str = "2026-11-22T10:00:00Z";
 
@@ -345,6 +345,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/operators/{operator}/events"),
     ("POST", "/v1/operators/{operator}/events/ack"),
     ("GET", "/v1/operators/{operator}/schedules"),
+    (
+        "POST",
+        "/v1/operators/{operator}/schedules/{id}/{resolution}",
+    ),
     ("GET", "/v1/operators/{operator}/audit"),
     ("GET", "/v1/operators/{operator}/audit/{seq}"),
     ("POST", "/v1/operators/{operator}/audit/verify"),
@@ -372,6 +376,7 @@ const PUBLIC: &[&str] = &["/healthz", "/v1/openapi.json"];
 fn concrete(template: &str, operator: &str) -> String {
     template
         .replace("/tokens/{id}", "/tokens/1")
+        .replace("/schedules/{id}/{resolution}", "/schedules/1/retry")
         .replace("{operator}", operator)
         .replace("{kind}", "customer")
         .replace("{id}", "m-1")
@@ -545,6 +550,162 @@ async fn a_lock_refuses_check_in_and_lifts_itself_when_the_clock_passes_its_end(
     assert_eq!(
         (status, error_code(&unknown)),
         (StatusCode::NOT_FOUND, "unknown_event")
+    );
+}
+
+/// Polls the demo gym's schedules listed with `query` until `done` holds
+/// of them, for at most 30 s.
+async fn schedules_until(service: &Service, query: &str, done: impl Fn(&[Value]) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let listed = schedules(service, query).await;
+        if done(&listed) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{query}: still {listed:?} after 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn staff_retry_and_drop_a_held_schedule() {
+    let service = Service::start();
+    // A timed lock whose end comes under a version answering garbage: the
+    // lock is lifted all the same, and the schedule held.
+    let (status, locked) = service
+        .post(
+            &format!("{GYM}/subjects/customer/m-1/lock"),
+            &service.gym,
+            lock_body(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{locked}");
+    let broken = PolicyId::new("broken", 2);
+    let by = host_actor();
+    let garbage = fixed_transition("not json");
+    let host = &service.host;
+    host.install(
+        "demo-gym",
+        broken.clone(),
+        garbage.as_bytes(),
+        &json!({}),
+        &by,
+        at(START),
+    )
+    .unwrap();
+    host.activate("demo-gym", &broken, &by, at(START)).unwrap();
+    let (_, moved) = service
+        .post(
+            "/v1/clock",
+            &service.admin,
+            json!({ "advance_seconds": 14 * 86_400 }),
+        )
+        .await;
+    assert_eq!(moved["fired"]["held"], 1, "{moved}");
+    let id = schedules(&service, "?state=held").await[0]["id"]
+        .as_i64()
+        .unwrap();
+    let resolve = |path: String, token: &str, body: Value| {
+        let service = &service;
+        let token = token.to_owned();
+        async move { service.post(&path, &token, body).await }
+    };
+    let path = |id: i64, resolution: &str| format!("{GYM}/schedules/{id}/{resolution}");
+    let anna = |reason: &str| json!({ "actor": staff("anna"), "reason": reason });
+
+    let refusals = [
+        (
+            path(id, "later"),
+            anna("why"),
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            "unknown resolution `later`: expected `retry` or `drop`".to_owned(),
+        ),
+        (
+            path(id, "retry"),
+            anna(""),
+            StatusCode::BAD_REQUEST,
+            "reason_required",
+            format!("a reason is required to retry schedule `{id}`"),
+        ),
+        (
+            path(id + 1, "drop"),
+            anna("why"),
+            StatusCode::NOT_FOUND,
+            "unknown_schedule",
+            format!("operator `demo-gym` has no schedule `{}`", id + 1),
+        ),
+    ];
+    for (path, body, status, code, message) in refusals {
+        let (got, refused) = resolve(path.clone(), &service.gym, body).await;
+        assert_eq!(
+            (got, error_code(&refused), error_message(&refused)),
+            (status, code, message.as_str()),
+            "{path}"
+        );
+    }
+    let (status, refused) = resolve(
+        path(id, "retry"),
+        &service.gym,
+        json!({ "actor": staff("anna") }),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&refused)),
+        (StatusCode::BAD_REQUEST, "invalid_body"),
+        "{refused}"
+    );
+    // Another operator's token does not see the schedule.
+    let other = format!("/v1/operators/demo-subscription/schedules/{id}/retry");
+    let (status, refused) = resolve(other, &service.subscription, anna("why")).await;
+    assert_eq!(
+        (status, error_code(&refused)),
+        (StatusCode::NOT_FOUND, "unknown_schedule"),
+        "{refused}"
+    );
+    let (status, refused) = resolve(path(id, "retry"), &service.subscription, anna("why")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{refused}");
+    assert_eq!(schedules(&service, "?state=held").await.len(), 1);
+
+    // A retry wakes the scheduler; `broken@2` fails again and holds it.
+    let (status, retried) = resolve(path(id, "retry"), &service.gym, anna("store was full")).await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    assert_eq!(
+        (&retried["resolution"], &retried["schedule"]["state"]),
+        (&json!("retry"), &json!("pending"))
+    );
+    schedules_until(&service, "?state=held", |held| {
+        held.first().is_some_and(|held| held["attempts"] == 2)
+    })
+    .await;
+
+    let (status, dropped) = resolve(path(id, "drop"), &service.gym, anna("member left")).await;
+    assert_eq!(status, StatusCode::OK, "{dropped}");
+    assert_eq!(dropped["schedule"]["state"], "cancelled");
+    let (status, refused) = resolve(path(id, "drop"), &service.gym, anna("again")).await;
+    assert_eq!(
+        (status, error_code(&refused), error_message(&refused)),
+        (
+            StatusCode::CONFLICT,
+            "schedule_not_held",
+            format!("schedule `{id}` is cancelled, not held: only a held schedule can be retried or dropped").as_str()
+        )
+    );
+    let (_, listed) = service
+        .get(&format!("{GYM}/events?consumer=crm"), &service.gym)
+        .await;
+    let listed = kinds(&listed);
+    assert_eq!(
+        listed[listed.len() - 4..],
+        [
+            "schedule.held",
+            "schedule.retried",
+            "schedule.held",
+            "schedule.dropped"
+        ]
     );
 }
 
