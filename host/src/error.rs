@@ -138,6 +138,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A webhook URL the service cannot post to.
+    #[error("invalid webhook URL `{url}`: {reason}")]
+    InvalidWebhook {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A public key that cannot be trusted as given.
     #[error("invalid key: {0}")]
     InvalidKey(String),

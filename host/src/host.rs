@@ -27,7 +27,7 @@ use crate::store::{
     Anonymization, Anonymized, AuditRecord, Backup, Change, Committed, Event, Fires, Held,
     LOCK_EXPIRY_ACTION, LockImport, NewAudit, NewEvent, NewToken, OperatorRecord, PolicyVersion,
     Resolution, ScheduleRecord, ScheduleState, Scheduled, SqliteStore, Store, StoredPolicy,
-    SubjectRecords, SubjectState, TokenRecord, Write,
+    SubjectRecords, SubjectState, TokenRecord, Webhook, Write,
 };
 use crate::{Diagnostic, Engine, EngineConfig, Evaluation, FailureKind, PolicyId, PolicySet};
 
@@ -738,13 +738,7 @@ impl Host {
         after: i64,
         limit: usize,
     ) -> Result<Vec<ScheduleRecord>> {
-        if !self
-            .list_operators()?
-            .iter()
-            .any(|known| known.id == operator)
-        {
-            return Err(Error::UnknownOperator(operator.to_owned()));
-        }
+        self.known_operator(operator)?;
         self.store.schedules(operator, state, after, limit)
     }
 
@@ -756,6 +750,18 @@ impl Host {
     /// Store errors.
     pub fn held_schedules(&self) -> Result<BTreeMap<String, u64>> {
         self.store.held_schedules()
+    }
+
+    fn known_operator(&self, operator: &str) -> Result<()> {
+        if self
+            .list_operators()?
+            .iter()
+            .any(|known| known.id == operator)
+        {
+            Ok(())
+        } else {
+            Err(Error::UnknownOperator(operator.to_owned()))
+        }
     }
 
     /// One of the operator's schedules, by id.
@@ -1360,6 +1366,71 @@ impl Host {
             payload: json!({ "public_key": key }).to_string(),
         };
         self.store.add_trusted_key(operator, &key, now, audit)
+    }
+
+    /// Sets where the service pushes the operator's events (HOST-7): each
+    /// batch is posted to `url` as JSON, signed with HMAC-SHA256 under the
+    /// secret this returns, shown only now (see `service::webhooks`). A new
+    /// webhook delivers the events from now on; one replacing another goes
+    /// on where that one stopped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidWebhook`] for a URL that is not `http://HOST[:PORT]/…`;
+    /// [`Error::UnknownOperator`]; store errors.
+    pub fn set_webhook(
+        &self,
+        operator: &str,
+        url: &str,
+        by: &Actor,
+        now: Timestamp,
+    ) -> Result<String> {
+        crate::service::webhooks::check_url(url)?;
+        self.known_operator(operator)?;
+        let secret = crate::access::new_secret()?;
+        let audit = NewAudit {
+            kind: "webhook.set".to_owned(),
+            subject: None,
+            actor: by.clone(),
+            policy: None,
+            payload: json!({ "url": url }).to_string(),
+        };
+        let webhook = Webhook {
+            operator: operator.to_owned(),
+            url: url.to_owned(),
+            secret: secret.clone(),
+            created_at: now,
+        };
+        self.store
+            .set_webhook(operator, Some(webhook), now, audit)?;
+        self.wrote_events();
+        Ok(secret)
+    }
+
+    /// Stops pushing the operator's events; polling goes on as before.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownOperator`]; store errors.
+    pub fn remove_webhook(&self, operator: &str, by: &Actor, now: Timestamp) -> Result<()> {
+        self.known_operator(operator)?;
+        let audit = NewAudit {
+            kind: "webhook.removed".to_owned(),
+            subject: None,
+            actor: by.clone(),
+            policy: None,
+            payload: "{}".to_owned(),
+        };
+        self.store.set_webhook(operator, None, now, audit)
+    }
+
+    /// Every operator's webhook.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub fn webhooks(&self) -> Result<Vec<Webhook>> {
+        self.store.webhooks()
     }
 
     /// The public keys trusted to sign the operator's policy sets.

@@ -349,6 +349,9 @@ const ROUTES: &[(&str, &str)] = &[
         "POST",
         "/v1/operators/{operator}/schedules/{id}/{resolution}",
     ),
+    ("GET", "/v1/operators/{operator}/webhook"),
+    ("PUT", "/v1/operators/{operator}/webhook"),
+    ("DELETE", "/v1/operators/{operator}/webhook"),
     ("GET", "/v1/operators/{operator}/audit"),
     ("GET", "/v1/operators/{operator}/audit/{seq}"),
     ("POST", "/v1/operators/{operator}/audit/verify"),
@@ -707,6 +710,216 @@ async fn staff_retry_and_drop_a_held_schedule() {
             "schedule.dropped"
         ]
     );
+}
+
+/// One post to a webhook endpoint: its signature and delivery headers,
+/// its body as sent and the status it was answered.
+type Post = (String, String, String, u16);
+
+/// What a webhook endpoint received.
+#[derive(Clone, Default)]
+struct Endpoint {
+    posts: Arc<std::sync::Mutex<Vec<Post>>>,
+    /// Posts still to be answered 500.
+    failing: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Endpoint {
+    /// Listens on loopback; answers the first `failing` posts 500.
+    async fn start(failing: usize) -> (String, Endpoint) {
+        use std::sync::atomic::Ordering;
+        let endpoint = Endpoint::default();
+        endpoint.failing.store(failing, Ordering::SeqCst);
+        let receive = |axum::extract::State(endpoint): axum::extract::State<Endpoint>,
+                       headers: axum::http::HeaderMap,
+                       body: String| async move {
+            let fail = endpoint
+                .failing
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            let status = if fail { 500 } else { 200 };
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            endpoint.posts.lock().unwrap().push((
+                header("x-rulehost-signature"),
+                header("x-rulehost-delivery"),
+                body,
+                status,
+            ));
+            StatusCode::from_u16(status).unwrap()
+        };
+        let app = Router::new()
+            .route("/hooks", axum::routing::post(receive))
+            .with_state(endpoint.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{address}/hooks"), endpoint)
+    }
+
+    fn posts(&self) -> Vec<Post> {
+        self.posts.lock().unwrap().clone()
+    }
+
+    /// Waits up to 30 s until `done` holds of the posts received.
+    async fn until(&self, done: impl Fn(&[Post]) -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !done(&self.posts()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "posts after 30 s: {:?}",
+                self.posts()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_are_pushed_to_a_webhook_signed_and_again_until_it_answers_2xx() {
+    let service = Service::start();
+    let (url, endpoint) = Endpoint::start(1).await;
+    let webhook = format!("{GYM}/webhook");
+    let lock = format!("{GYM}/subjects/customer/m-1/lock");
+    // What happened before the webhook was set is not pushed.
+    assert_eq!(
+        service.post(&lock, &service.gym, lock_body()).await.0,
+        StatusCode::OK
+    );
+
+    let put = |token: &str, body: Value| {
+        let (service, token, webhook) = (&service, token.to_owned(), webhook.clone());
+        async move {
+            service
+                .call(Method::PUT, &webhook, Some(&token), Some(body))
+                .await
+        }
+    };
+    let (status, refused) = put(&service.gym, json!({ "url": url })).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    for (bad, reason) in [
+        (
+            "https://crm.example/hooks",
+            "this build posts plain `http://` only",
+        ),
+        (
+            "ftp://crm.example/hooks",
+            "expected `http://HOST[:PORT]/PATH`",
+        ),
+        ("crm.example/hooks", "not a URL"),
+    ] {
+        let (status, refused) = put(&service.admin, json!({ "url": bad })).await;
+        assert_eq!(
+            (status, error_code(&refused)),
+            (StatusCode::BAD_REQUEST, "invalid_webhook")
+        );
+        assert!(
+            error_message(&refused).starts_with(&format!("invalid webhook URL `{bad}`: {reason}")),
+            "{refused}"
+        );
+    }
+    let (status, refused) = service.get(&webhook, &service.gym).await;
+    assert_eq!(
+        (status, error_code(&refused)),
+        (StatusCode::NOT_FOUND, "no_webhook")
+    );
+    assert!(endpoint.posts().is_empty());
+
+    let (status, set) = put(&service.admin, json!({ "url": url })).await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    assert_eq!(set["url"], url.as_str());
+    let secret = set["secret"].as_str().unwrap().to_owned();
+    assert_eq!(secret.len(), 68, "{secret}");
+
+    let unlock = format!("{GYM}/subjects/customer/m-1/unlock");
+    let (status, unlocked) = service
+        .post(
+            &unlock,
+            &service.gym,
+            json!({ "actor": staff("anna"), "reason": "paid" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{unlocked}");
+    let seq = unlocked["events"][0]["seq"].as_u64().unwrap();
+    // The first post is answered 500; the same batch comes again a second
+    // later and is answered 200.
+    endpoint
+        .until(|posts| posts.iter().any(|post| post.3 == 200))
+        .await;
+    let posts = endpoint.posts();
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    assert_eq!((posts[0].3, posts[1].3), (500, 200));
+    assert_eq!(posts[0].2, posts[1].2);
+    let (signature, delivery, sent, _) = &posts[1];
+    assert_eq!(delivery, &format!("{seq}-{seq}"));
+    let body: Value = serde_json::from_str(sent).unwrap();
+    assert_eq!(body["operator"], "demo-gym");
+    let events = body["events"].as_array().unwrap();
+    assert_eq!(
+        events.len(),
+        1,
+        "only what happened after the webhook was set: {body}"
+    );
+    assert_eq!(
+        (&events[0]["seq"], &events[0]["kind"]),
+        (&json!(seq), &json!("customer.unlocked"))
+    );
+    assert_eq!(
+        signature,
+        &rulehost::service::webhooks::signature(&secret, sent.as_bytes())
+    );
+    assert_ne!(
+        signature,
+        &rulehost::service::webhooks::signature("another secret", sent.as_bytes())
+    );
+
+    let (status, got) = service.get(&webhook, &service.gym).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["url"], url.as_str());
+    assert_eq!(
+        got["delivery"],
+        json!({ "delivered_through": seq, "failures": 0, "last_error": null, "retry_in_seconds": null })
+    );
+    assert!(got.get("secret").is_none());
+    // Delivered is acknowledged for consumer `webhook`; other consumers
+    // poll as before.
+    assert!(
+        service
+            .host
+            .events("demo-gym", "webhook", 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(service.host.events("demo-gym", "crm", 10).unwrap().len(), 2);
+
+    let (status, removed) = service
+        .call(Method::DELETE, &webhook, Some(&service.admin), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{removed}");
+    assert_eq!(
+        service.get(&webhook, &service.gym).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        service.post(&lock, &service.gym, lock_body()).await.0,
+        StatusCode::OK
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(endpoint.posts().len(), 2);
+    let kinds: Vec<String> = service
+        .host
+        .audit_records("demo-gym", 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|record| record.kind)
+        .filter(|kind| kind.starts_with("webhook."))
+        .collect();
+    assert_eq!(kinds, ["webhook.set", "webhook.removed"]);
 }
 
 #[tokio::test]

@@ -72,6 +72,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(export_subject))
         .routes(routes!(anonymize_subject))
         .routes(routes!(list_events))
+        .routes(routes!(get_webhook, set_webhook, remove_webhook))
         .routes(routes!(ack_events))
         .routes(routes!(list_schedules))
         .routes(routes!(resolve_held))
@@ -1003,6 +1004,82 @@ async fn list_schedules(
         .blocking(move |host| host.schedules(&operator, which, after, limit))
         .await?;
     ok(json!({ "schedules": schedules }))
+}
+
+/// Where to push the operator's events.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SetWebhook {
+    /// `http://HOST[:PORT]/PATH`.
+    url: String,
+}
+
+/// Pushes the operator's events to `url` from now on (HOST-7), replacing
+/// the webhook it had (which then goes on where it stopped); an admin
+/// token or one that may install. Answers the signing secret, shown only
+/// now (see `service::webhooks`).
+#[utoipa::path(put, path = "/v1/operators/{operator}/webhook", tag = "events",
+    security(("bearer" = [])), params(("operator" = String, Path)), request_body = SetWebhook,
+    responses((status = 200, description = "Set; the secret", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn set_webhook(
+    State(state): State<AppState>,
+    Scoped { caller, operator }: Scoped,
+    Body(request): Body<SetWebhook>,
+) -> Reply {
+    may_install(&caller)?;
+    let by = caller.actor();
+    let now = state.now();
+    let url = request.url.clone();
+    let secret = state
+        .blocking(move |host| host.set_webhook(&operator, &request.url, &by, now))
+        .await?;
+    ok(json!({ "url": url, "secret": secret }))
+}
+
+/// The operator's webhook and how its deliveries go, or 404 `no_webhook`.
+#[utoipa::path(get, path = "/v1/operators/{operator}/webhook", tag = "events",
+    security(("bearer" = [])), params(("operator" = String, Path)),
+    responses((status = 200, description = "The webhook", body = Object),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_webhook(State(state): State<AppState>, Scoped { operator, .. }: Scoped) -> Reply {
+    let lookup = operator.clone();
+    let webhook = state
+        .blocking(move |host| {
+            Ok(host
+                .webhooks()?
+                .into_iter()
+                .find(|webhook| webhook.operator == lookup))
+        })
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "no_webhook",
+                format!("operator `{operator}` has no webhook"),
+            )
+        })?;
+    let delivery = state.deliveries().status(&operator);
+    ok(json!({ "url": webhook.url, "created_at": webhook.created_at, "delivery": delivery }))
+}
+
+/// Stops pushing the operator's events; an admin token or one that may
+/// install.
+#[utoipa::path(delete, path = "/v1/operators/{operator}/webhook", tag = "events",
+    security(("bearer" = [])), params(("operator" = String, Path)),
+    responses((status = 200, description = "Removed", body = Object),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn remove_webhook(
+    State(state): State<AppState>,
+    Scoped { caller, operator }: Scoped,
+) -> Reply {
+    may_install(&caller)?;
+    let by = caller.actor();
+    let now = state.now();
+    state
+        .blocking(move |host| host.remove_webhook(&operator, &by, now))
+        .await?;
+    ok(json!({ "removed": true }))
 }
 
 /// Who settles a held schedule, and why.

@@ -11,6 +11,7 @@ mod api;
 mod extract;
 mod problem;
 mod telemetry;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -123,13 +124,18 @@ struct Shared {
     scheduler: tokio::sync::Mutex<Option<Scheduler>>,
     tokens: Mutex<HashMap<String, (TokenRecord, Instant)>>,
     config: ServiceConfig,
-    /// Set when the service begins to stop, which ends waiting requests.
+    /// Set when the service begins to stop, which ends waiting requests
+    /// and the webhook deliveries.
     stopping: tokio::sync::watch::Sender<bool>,
+    deliveries: Arc<webhooks::Deliveries>,
 }
 
 impl AppState {
     /// The state for a service over `host`. With `scheduler`, due
-    /// transitions fire inside the service.
+    /// transitions fire inside the service. Inside a tokio runtime it also
+    /// starts pushing events to the operators' webhooks
+    /// ([`webhooks`]), until [`AppState::begin_stopping`] or the state is
+    /// dropped.
     pub fn new(
         host: Arc<Host>,
         clock: ServiceClock,
@@ -140,6 +146,18 @@ impl AppState {
             ServiceClock::System => (Arc::new(crate::SystemClock), None),
             ServiceClock::Manual(manual) => (manual.clone(), Some(manual)),
         };
+        let stopping = tokio::sync::watch::Sender::new(false);
+        let deliveries = Arc::new(webhooks::Deliveries::default());
+        // Outside a runtime (a router built only to be inspected) nothing
+        // is delivered.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(webhooks::run(
+                Arc::clone(&host),
+                Arc::clone(&deliveries),
+                stopping.subscribe(),
+                config.event_poll,
+            ));
+        }
         AppState(Arc::new(Shared {
             host,
             clock,
@@ -147,7 +165,8 @@ impl AppState {
             scheduler: tokio::sync::Mutex::new(scheduler),
             tokens: Mutex::new(HashMap::new()),
             config,
-            stopping: tokio::sync::watch::Sender::new(false),
+            stopping,
+            deliveries,
         }))
     }
 
@@ -183,6 +202,10 @@ impl AppState {
 
     fn host(&self) -> &Arc<Host> {
         &self.0.host
+    }
+
+    fn deliveries(&self) -> &webhooks::Deliveries {
+        &self.0.deliveries
     }
 
     fn now(&self) -> Timestamp {

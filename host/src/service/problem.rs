@@ -144,6 +144,7 @@ impl From<Error> for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "signature_invalid")
             }
             Error::InvalidKey(_) => (StatusCode::BAD_REQUEST, "invalid_key"),
+            Error::InvalidWebhook { .. } => (StatusCode::BAD_REQUEST, "invalid_webhook"),
             Error::PinMismatch { .. } => (StatusCode::CONFLICT, "pin_mismatch"),
             Error::StoreFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "store_full"),
             Error::StoreBusy(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_busy"),

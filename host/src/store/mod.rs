@@ -386,6 +386,25 @@ pub struct TokenRecord {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// The events consumer whose cursor records what an operator's webhook
+/// has delivered.
+pub const WEBHOOK_CONSUMER: &str = "webhook";
+
+/// Where the service pushes an operator's events (HOST-7).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Webhook {
+    /// The operator.
+    pub operator: String,
+    /// The `http://` URL events are posted to.
+    pub url: String,
+    /// The key of the HMAC-SHA256 signature of every delivery; never
+    /// serialized.
+    #[serde(skip)]
+    pub secret: String,
+    /// When it was set.
+    pub created_at: Timestamp,
+}
+
 /// An event in the outbox.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -850,6 +869,27 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// Store faults.
     fn trusted_keys(&self, operator: &str) -> Result<Vec<String>>;
+
+    /// Sets the operator's webhook, replacing the one it had, or removes it
+    /// (`None`), with the audit record saying who did.
+    ///
+    /// # Errors
+    ///
+    /// Store faults.
+    fn set_webhook(
+        &self,
+        operator: &str,
+        webhook: Option<Webhook>,
+        at: Timestamp,
+        audit: NewAudit,
+    ) -> Result<()>;
+
+    /// Every operator's webhook.
+    ///
+    /// # Errors
+    ///
+    /// Store faults.
+    fn webhooks(&self) -> Result<Vec<Webhook>>;
 
     /// Writes a consistent copy of the whole store to the new file `to`,
     /// while writes go on; the copy is a store of its own (open it as the

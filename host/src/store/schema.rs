@@ -169,6 +169,16 @@ DROP INDEX schedules_pending;
 CREATE INDEX schedules_pending ON schedules (at_ns, id) WHERE state = 'pending' AND held = 0;
 CREATE INDEX schedules_held ON schedules (operator, id) WHERE state = 'pending' AND held = 1;
 "#,
+    // Where the service pushes an operator's events, signed with `secret`;
+    // what was delivered is the `webhook` consumer's cursor.
+    r#"
+CREATE TABLE webhooks (
+    operator TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    created_at TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Applies the migrations not yet applied.

@@ -28,7 +28,7 @@ use super::{
     Anonymization, Anonymized, AuditRecord, Backup, Change, Committed, Event, Fires,
     LOCK_EXPIRY_ACTION, LiftMode, Lifted, LockImport, LockRecord, NewAudit, NewLock, NewToken,
     OperatorRecord, PolicyVersion, Resolution, ScheduleRecord, ScheduleState, Scheduled, Store,
-    StoredPolicy, SubjectRecords, SubjectState, TokenRecord, Write,
+    StoredPolicy, SubjectRecords, SubjectState, TokenRecord, WEBHOOK_CONSUMER, Webhook, Write,
 };
 use super::{schema, vfs};
 use crate::PolicyId;
@@ -1035,6 +1035,56 @@ impl Store for SqliteStore {
                 "SELECT public_key FROM trusted_keys WHERE operator = ?1 ORDER BY added_at, public_key",
                 params![operator],
                 |row| Ok(row.get(0)?),
+            )
+        })
+    }
+
+    fn set_webhook(
+        &self,
+        operator: &str,
+        webhook: Option<Webhook>,
+        at: Timestamp,
+        audit: NewAudit,
+    ) -> Result<()> {
+        let operator = operator.to_owned();
+        self.write(move |conn| {
+            let replaced =
+                conn.execute("DELETE FROM webhooks WHERE operator = ?1", params![operator])? > 0;
+            if let Some(hook) = &webhook {
+                // A new webhook delivers what happens from now on; one that
+                // replaces another goes on where it stopped.
+                if !replaced {
+                    conn.execute(
+                        "INSERT INTO cursors (operator, consumer, seq)
+                         SELECT ?1, ?2, COALESCE(MAX(seq), 0) FROM events WHERE operator = ?1
+                         ON CONFLICT (operator, consumer) DO UPDATE SET seq = max(seq, excluded.seq)",
+                        params![operator, WEBHOOK_CONSUMER],
+                    )?;
+                }
+                conn.execute(
+                    "INSERT INTO webhooks (operator, url, secret, created_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![operator, hook.url, hook.secret, hook.created_at.to_string()],
+                )?;
+            }
+            append_audit(conn, &operator, at, &audit).map(drop)
+        })
+    }
+
+    fn webhooks(&self) -> Result<Vec<Webhook>> {
+        self.read(|conn| {
+            rows(
+                conn,
+                "SELECT operator, url, secret, created_at FROM webhooks ORDER BY operator",
+                [],
+                |row| {
+                    Ok(Webhook {
+                        operator: row.get(0)?,
+                        url: row.get(1)?,
+                        secret: row.get(2)?,
+                        created_at: parse(&row.get::<_, String>(3)?, "time")?,
+                    })
+                },
             )
         })
     }
