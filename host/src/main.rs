@@ -145,6 +145,9 @@ enum Command {
     /// Check or replay the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Push an operator's events to a webhook: set, list, remove.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// Import legacy locks from a JSON Lines or CSV file (GYM-12).
     Import {
         #[command(flatten)]
@@ -429,6 +432,40 @@ enum AuditCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Push an operator's events to URL from now on (a running `rulehost
+    /// serve` takes it up within a second) and print the signing secret,
+    /// shown only now. Replaces the webhook the operator had.
+    Set {
+        #[command(flatten)]
+        db: Db,
+        /// The operator.
+        #[arg(long)]
+        operator: String,
+        /// Where to post: `http://HOST[:PORT]/PATH`.
+        #[arg(long)]
+        url: String,
+        #[command(flatten)]
+        acting: Acting,
+    },
+    /// Print every operator's webhook as JSON, without secrets.
+    List {
+        #[command(flatten)]
+        db: Db,
+    },
+    /// Stop pushing an operator's events.
+    Remove {
+        #[command(flatten)]
+        db: Db,
+        /// The operator.
+        #[arg(long)]
+        operator: String,
+        #[command(flatten)]
+        acting: Acting,
+    },
+}
+
 #[derive(Args)]
 struct ActionArgs {
     #[command(flatten)]
@@ -516,6 +553,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Policy(command) => policy(command),
         Command::Lock(args) => action(args, "lock"),
         Command::Unlock(args) => action(args, "unlock"),
+        Command::Webhook(WebhookCommand::Set {
+            db,
+            operator,
+            url,
+            acting,
+        }) => {
+            let (actor, now) = acting.resolve()?;
+            let secret = open(&db)?.set_webhook(&operator, &url, &actor, now)?;
+            print_json(&json!({ "operator": operator, "url": url, "secret": secret }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Webhook(WebhookCommand::List { db }) => {
+            print_json(&json!({ "webhooks": open(&db)?.webhooks()? }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Webhook(WebhookCommand::Remove {
+            db,
+            operator,
+            acting,
+        }) => {
+            let (actor, now) = acting.resolve()?;
+            open(&db)?.remove_webhook(&operator, &actor, now)?;
+            print_json(&json!({ "operator": operator, "removed": true }))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit(AuditCommand::Verify { db }) => {
             let verification = open(&db)?.verify_audit()?;
             print_json(&verification)?;

@@ -745,6 +745,56 @@ fn schedule_retries_or_drops_a_held_schedule() {
 }
 
 #[test]
+fn webhook_sets_lists_and_removes_an_operators_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cli.db");
+    let db = db.to_str().unwrap();
+    install_gym(db, "1", &["--activate"]);
+    // Listed without its secret.
+    let webhook = |args: &[&str]| {
+        let mut all = vec!["webhook"];
+        all.extend_from_slice(args);
+        all.extend(["--db", db]);
+        rulehost(&all, None)
+    };
+    let set = webhook(&[
+        "set",
+        "--operator",
+        "acme",
+        "--url",
+        "http://127.0.0.1:9/hooks",
+        "--actor",
+        "staff:anna",
+    ]);
+    assert!(set.status.success(), "{set:?}");
+    let set: serde_json::Value = serde_json::from_slice(&set.stdout).unwrap();
+    assert_eq!(set["secret"].as_str().map(str::len), Some(68), "{set}");
+    let listed: serde_json::Value = serde_json::from_slice(&webhook(&["list"]).stdout).unwrap();
+    assert_eq!(listed["webhooks"][0]["url"], "http://127.0.0.1:9/hooks");
+    assert_eq!(listed["webhooks"][0].get("secret"), None);
+    assert_eq!(
+        one_line_error(&webhook(&[
+            "set",
+            "--operator",
+            "acme",
+            "--url",
+            "https://crm.example",
+            "--actor",
+            "staff:anna",
+        ])),
+        "error: invalid webhook URL `https://crm.example`: this build posts plain `http://` only; \
+         put a TLS proxy on the way to an `https://` endpoint"
+    );
+    assert!(
+        webhook(&["remove", "--operator", "acme", "--actor", "staff:anna"])
+            .status
+            .success()
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&webhook(&["list"]).stdout).unwrap();
+    assert_eq!(listed["webhooks"], json!([]));
+}
+
+#[test]
 fn test_runs_cases_against_a_module_and_fails_on_a_wrong_expectation() {
     let dir = tempfile::tempdir().unwrap();
     let cases = dir.path().join("cases.json");
@@ -890,6 +940,9 @@ fn every_command_has_help_that_names_its_options() {
         (&["new"], &["--sdk"]),
         (&["prune-modules"], &["--unused-days", "--module-cache"]),
         (&["backup"], &["--out", "--db"]),
+        (&["webhook", "set"], &["--operator", "--url", "--actor"]),
+        (&["webhook", "remove"], &["--operator", "--actor"]),
+        (&["webhook", "list"], &["--db"]),
         (
             &["schedule"],
             &["<RESOLUTION>", "<ID>", "--operator", "--reason", "--actor"],

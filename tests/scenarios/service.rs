@@ -886,6 +886,16 @@ async fn events_are_pushed_to_a_webhook_signed_and_again_until_it_answers_2xx() 
         json!({ "delivered_through": seq, "failures": 0, "last_error": null, "retry_in_seconds": null })
     );
     assert!(got.get("secret").is_none());
+    let (_, metrics) = service
+        .call(Method::GET, "/metrics", Some(&service.admin), None)
+        .await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    for line in [
+        r#"rulehost_webhook_posts_total{operator="demo-gym",outcome="failed"} 1"#,
+        r#"rulehost_webhook_posts_total{operator="demo-gym",outcome="delivered"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
     // Delivered is acknowledged for consumer `webhook`; other consumers
     // poll as before.
     assert!(

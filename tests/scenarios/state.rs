@@ -747,6 +747,77 @@ fn host_7_events_are_delivered_until_acknowledged() {
     );
 }
 
+#[test]
+fn host_7_a_new_webhook_pushes_from_now_and_a_replacing_one_goes_on_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = subscription_host(dir.path());
+    let pending = |host: &Host| -> Vec<String> {
+        host.events(OPERATOR, rulehost::store::WEBHOOK_CONSUMER, 10)
+            .unwrap()
+            .into_iter()
+            .map(|event| event.kind)
+            .collect()
+    };
+    lock_c1(&host, T0, json!({ "reason": "fraud_check" }));
+    let error = host
+        .set_webhook("nobody", "http://127.0.0.1:9/hooks", &anna(), at(T0))
+        .unwrap_err();
+    assert!(matches!(error, Error::UnknownOperator(_)), "{error}");
+    let error = host
+        .set_webhook(OPERATOR, "https://crm.example/hooks", &anna(), at(T0))
+        .unwrap_err();
+    assert!(matches!(error, Error::InvalidWebhook { .. }), "{error}");
+    assert!(host.webhooks().unwrap().is_empty());
+
+    let secret = host
+        .set_webhook(OPERATOR, "http://127.0.0.1:9/a", &anna(), at(T0))
+        .unwrap();
+    assert!(
+        pending(&host).is_empty(),
+        "the lock came before the webhook"
+    );
+    unlock_c1(&host);
+    assert_eq!(pending(&host), ["customer.unlocked"]);
+    // Another URL: what the old one did not deliver is still to come.
+    let replaced = host
+        .set_webhook(OPERATOR, "http://127.0.0.1:9/b", &anna(), at(T0))
+        .unwrap();
+    assert_ne!(replaced, secret);
+    assert_eq!(pending(&host), ["customer.unlocked"]);
+    let webhooks = host.webhooks().unwrap();
+    assert_eq!(
+        (
+            webhooks.len(),
+            webhooks[0].url.as_str(),
+            webhooks[0].secret == replaced
+        ),
+        (1, "http://127.0.0.1:9/b", true)
+    );
+    // Removed and set again: from then on.
+    host.remove_webhook(OPERATOR, &anna(), at(T0)).unwrap();
+    assert!(host.webhooks().unwrap().is_empty());
+    host.set_webhook(OPERATOR, "http://127.0.0.1:9/c", &anna(), at(T0))
+        .unwrap();
+    assert!(pending(&host).is_empty());
+    let audited: Vec<String> = host
+        .audit_records(OPERATOR, 0, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|record| record.kind.starts_with("webhook."))
+        .map(|record| format!("{} {}", record.kind, record.payload))
+        .collect();
+    assert_eq!(
+        audited,
+        [
+            r#"webhook.set {"url":"http://127.0.0.1:9/a"}"#,
+            r#"webhook.set {"url":"http://127.0.0.1:9/b"}"#,
+            "webhook.removed {}",
+            r#"webhook.set {"url":"http://127.0.0.1:9/c"}"#,
+        ]
+    );
+    assert!(host.verify_audit().unwrap().is_intact());
+}
+
 const GOOD_JSONL: &str = r#"{"subject_id":"c-1","actor":"legacy-anna","reason":"payment_deferral","since":"2026-10-01T00:00:00Z","until":"2026-11-30T00:00:00Z","legacy_id":"L-17"}
 
 {"subject_id":"c-2","actor":"legacy-bob","reason":"fraud","message":"call the office","since":"2025-01-01T00:00:00Z"}

@@ -1,5 +1,6 @@
 //! Prometheus metrics: decisions by operator, hook and outcome, evaluation
-//! latency, fail-closed decisions, the scheduler's lag and held schedules.
+//! latency, fail-closed decisions, the scheduler's lag, held schedules and
+//! webhook posts.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -14,6 +15,7 @@ const LATENCY: &str = "rulehost_evaluation_seconds";
 const FAIL_CLOSED: &str = "rulehost_fail_closed_total";
 const SCHEDULER_LAG: &str = "rulehost_scheduler_lag_seconds";
 const HELD: &str = "rulehost_schedules_held";
+const WEBHOOK_POSTS: &str = "rulehost_webhook_posts_total";
 
 /// Latency buckets, in seconds: 10 µs to 1 s.
 const BUCKETS: [f64; 12] = [
@@ -45,6 +47,10 @@ fn handle() -> &'static PrometheusHandle {
         metrics::describe_gauge!(
             HELD,
             "Schedules held by operator: their policy failed; they fire once a version is activated."
+        );
+        metrics::describe_counter!(
+            WEBHOOK_POSTS,
+            "Posts of events to webhooks by operator and outcome (`delivered`, `failed`)."
         );
         handle
     })
@@ -114,6 +120,13 @@ pub(super) fn count<T: OutcomeName>(operator: &str, evaluation: &Evaluation<T>) 
         metrics::counter!(FAIL_CLOSED, "operator" => operator.to_owned(), "hook" => hook)
             .increment(1);
     }
+}
+
+/// Counts one post to the operator's webhook.
+pub(super) fn webhook_post(operator: &str, delivered: bool) {
+    let outcome = if delivered { "delivered" } else { "failed" };
+    metrics::counter!(WEBHOOK_POSTS, "operator" => operator.to_owned(), "outcome" => outcome)
+        .increment(1);
 }
 
 /// The Prometheus text, with the scheduler's lag and each operator's held

@@ -135,6 +135,9 @@ impl Deliveries {
     }
 
     fn record(&self, operator: &str, outcome: &std::result::Result<Option<u64>, String>) {
+        if !matches!(outcome, Ok(None)) {
+            super::telemetry::webhook_post(operator, outcome.is_ok());
+        }
         let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
         let (status, retry_at) = status.entry(operator.to_owned()).or_default();
         match outcome {
