@@ -722,6 +722,8 @@ struct Endpoint {
     posts: Arc<std::sync::Mutex<Vec<Post>>>,
     /// Posts still to be answered 500.
     failing: Arc<std::sync::atomic::AtomicUsize>,
+    /// Whether posts are received but never answered.
+    silent: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Endpoint {
@@ -751,6 +753,9 @@ impl Endpoint {
                 body,
                 status,
             ));
+            if endpoint.silent.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
             StatusCode::from_u16(status).unwrap()
         };
         let app = Router::new()
@@ -930,6 +935,54 @@ async fn events_are_pushed_to_a_webhook_signed_and_again_until_it_answers_2xx() 
         .filter(|kind| kind.starts_with("webhook."))
         .collect();
     assert_eq!(kinds, ["webhook.set", "webhook.removed"]);
+}
+
+/// Sets `operator`'s webhook to `url` with the admin token.
+async fn set_webhook(service: &Service, operator: &str, url: &str) {
+    let path = format!("/v1/operators/{operator}/webhook");
+    let (status, set) = service
+        .call(
+            Method::PUT,
+            &path,
+            Some(&service.admin),
+            Some(json!({ "url": url })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+}
+
+#[tokio::test]
+async fn a_webhook_that_does_not_answer_holds_up_only_its_own_operator() {
+    let service = Service::start();
+    let (silent_url, silent) = Endpoint::start(0).await;
+    silent
+        .silent
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (url, endpoint) = Endpoint::start(0).await;
+    set_webhook(&service, "demo-gym", &silent_url).await;
+    set_webhook(&service, "demo-subscription", &url).await;
+    let subscription = "/v1/operators/demo-subscription/subjects/customer/c-1";
+    let body = json!({ "actor": staff("anna"), "reason": "fraud_check" });
+
+    let gym_lock = format!("{GYM}/subjects/customer/m-1/lock");
+    assert_eq!(
+        service.post(&gym_lock, &service.gym, lock_body()).await.0,
+        StatusCode::OK
+    );
+    silent.until(|posts| posts.len() == 1).await;
+    for (action, posted) in [("lock", 1), ("unlock", 2)] {
+        let path = format!("{subscription}/{action}");
+        let (status, done) = service
+            .post(&path, &service.subscription, body.clone())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{done}");
+        endpoint.until(|posts| posts.len() == posted).await;
+    }
+    // Both of the subscription operator's posts came while the gym's was
+    // still waiting for its answer, before its 10 s time-out.
+    let (_, gym) = service.get(&format!("{GYM}/webhook"), &service.gym).await;
+    assert_eq!(gym["delivery"]["failures"], 0, "{gym}");
+    assert_eq!(silent.posts().len(), 1);
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@
 //! of the exact body under the webhook's secret, and
 //! `X-Rulehost-Delivery: FIRST-LAST`, the batch's first and last `seq`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -167,7 +167,8 @@ fn backoff(failures: u32) -> Duration {
 /// Delivers every operator's events until `stopping` turns true or its
 /// sender is dropped. Looks again whenever this host writes events, and
 /// every `poll` for what other processes wrote and for webhooks set
-/// elsewhere.
+/// elsewhere. Each operator's post runs on its own, so a slow endpoint
+/// holds up only its own operator.
 pub(super) async fn run(
     host: Arc<Host>,
     deliveries: Arc<Deliveries>,
@@ -177,40 +178,52 @@ pub(super) async fn run(
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let mut written = host.watch_events();
+    let mut posts = JoinSet::new();
+    // The operator of each post in flight, by task.
+    let mut in_flight: HashMap<tokio::task::Id, String> = HashMap::new();
+    let mut webhooks: Vec<Webhook> = Vec::new();
+    // Look at every webhook (at start, on new events, on `poll`), or at the
+    // one operator whose post just delivered, for what came meanwhile.
+    let mut look_all = true;
+    let mut look_at: Option<String> = None;
+    let mut wake = Instant::now();
     loop {
-        let mut wake = Instant::now() + poll;
-        let mut more = false;
-        let lookup = Arc::clone(&host);
-        match tokio::task::spawn_blocking(move || lookup.webhooks()).await {
-            Ok(Ok(webhooks)) => {
-                let mut posts = JoinSet::new();
-                for webhook in webhooks {
-                    if let Some(at) = deliveries.backing_off(&webhook.operator) {
-                        wake = wake.min(at);
-                        continue;
-                    }
-                    posts.spawn(deliver(Arc::clone(&host), client.clone(), webhook));
-                }
-                while let Some(posted) = posts.join_next().await {
-                    let Ok((operator, outcome, full)) = posted else {
-                        continue;
-                    };
-                    more |= full && outcome.is_ok();
-                    deliveries.record(&operator, &outcome);
-                    if let Some(at) = deliveries.backing_off(&operator) {
-                        wake = wake.min(at);
-                    }
+        if look_all {
+            wake = Instant::now() + poll;
+            let lookup = Arc::clone(&host);
+            match tokio::task::spawn_blocking(move || lookup.webhooks()).await {
+                Ok(Ok(found)) => webhooks = found,
+                Ok(Err(error)) => eprintln!("warning: webhooks: {error}"),
+                Err(error) => eprintln!("warning: webhooks: {error}"),
+            }
+        }
+        for webhook in &webhooks {
+            let wanted = look_all || look_at.as_deref() == Some(webhook.operator.as_str());
+            if !wanted || in_flight.values().any(|busy| *busy == webhook.operator) {
+                continue;
+            }
+            if let Some(at) = deliveries.backing_off(&webhook.operator) {
+                wake = wake.min(at);
+                continue;
+            }
+            let post = posts.spawn(deliver(Arc::clone(&host), client.clone(), webhook.clone()));
+            in_flight.insert(post.id(), webhook.operator.clone());
+        }
+        (look_all, look_at) = (false, None);
+        tokio::select! {
+            Some(posted) = posts.join_next_with_id(), if !posts.is_empty() => {
+                let (id, outcome) = posted
+                    .unwrap_or_else(|error| (error.id(), Err(format!("the post failed: {error}"))));
+                let Some(operator) = in_flight.remove(&id) else { continue };
+                deliveries.record(&operator, &outcome);
+                match (outcome, deliveries.backing_off(&operator)) {
+                    (_, Some(at)) => wake = wake.min(at),
+                    (Ok(Some(_)), None) => look_at = Some(operator),
+                    _ => {}
                 }
             }
-            Ok(Err(error)) => eprintln!("warning: webhooks: {error}"),
-            Err(error) => eprintln!("warning: webhooks: {error}"),
-        }
-        if more {
-            continue;
-        }
-        tokio::select! {
-            _ = written.changed() => {}
-            () = tokio::time::sleep_until(wake.into()) => {}
+            _ = written.changed() => look_all = true,
+            () = tokio::time::sleep_until(wake.into()) => look_all = true,
             stopped = stopping.wait_for(|stopping| *stopping) => {
                 let _ = stopped;
                 return;
@@ -219,26 +232,14 @@ pub(super) async fn run(
     }
 }
 
-/// Posts the next batch of the operator's events. Returns the operator,
-/// the last `seq` delivered (`None`: nothing was waiting) or why the post
-/// failed, and whether the batch was full, so more may wait.
+/// Posts the next batch of the operator's events. Returns the last `seq`
+/// delivered (`None`: nothing was waiting) or why the post failed.
 async fn deliver(
     host: Arc<Host>,
     client: Client<HttpConnector, Full<Bytes>>,
     webhook: Webhook,
-) -> (String, std::result::Result<Option<u64>, String>, bool) {
-    let operator = webhook.operator.clone();
-    let outcome = post_next(&host, &client, &webhook).await;
-    let full = matches!(outcome, Ok((_, full)) if full);
-    (operator, outcome.map(|(last, _)| last), full)
-}
-
-async fn post_next(
-    host: &Arc<Host>,
-    client: &Client<HttpConnector, Full<Bytes>>,
-    webhook: &Webhook,
-) -> std::result::Result<(Option<u64>, bool), String> {
-    let read = Arc::clone(host);
+) -> std::result::Result<Option<u64>, String> {
+    let read = Arc::clone(&host);
     let operator = webhook.operator.clone();
     let events =
         tokio::task::spawn_blocking(move || read.events(&operator, WEBHOOK_CONSUMER, BATCH))
@@ -246,9 +247,9 @@ async fn post_next(
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
     let (Some(first), Some(last)) = (events.first(), events.last()) else {
-        return Ok((None, false));
+        return Ok(None);
     };
-    let (first, last, full) = (first.seq, last.seq, events.len() == BATCH);
+    let (first, last) = (first.seq, last.seq);
     let body = json!({ "operator": webhook.operator, "events": events }).to_string();
     let request = Request::post(&webhook.url)
         .header(header::CONTENT_TYPE, "application/json")
@@ -270,13 +271,12 @@ async fn post_next(
             answer.status()
         ));
     }
-    let ack = Arc::clone(host);
     let operator = webhook.operator.clone();
-    tokio::task::spawn_blocking(move || ack.ack(&operator, WEBHOOK_CONSUMER, last))
+    tokio::task::spawn_blocking(move || host.ack(&operator, WEBHOOK_CONSUMER, last))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    Ok((Some(last), full))
+    Ok(Some(last))
 }
 
 #[cfg(test)]
