@@ -410,6 +410,14 @@ fn install_gym(db: &str, version: &str, extra: &[&str]) -> serde_json::Value {
     run_json(&args)
 }
 
+/// A database in `dir` where operator `acme` runs the bundled gym policy
+/// set as `gym@1`.
+fn acme_gym_db(dir: &tempfile::TempDir) -> String {
+    let db = dir.path().join("cli.db").to_str().unwrap().to_owned();
+    install_gym(&db, "1", &["--activate"]);
+    db
+}
+
 fn run_json(args: &[&str]) -> serde_json::Value {
     eval_json(args, None)
 }
@@ -644,9 +652,7 @@ const TRAPPING_TRANSITION: &str = r#"(module
 #[test]
 fn schedule_retries_or_drops_a_held_schedule() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("cli.db");
-    let db = db.to_str().unwrap();
-    install_gym(db, "1", &["--activate"]);
+    let db = &acme_gym_db(&dir);
     let locked = acme_action(
         db,
         "lock",
@@ -747,9 +753,7 @@ fn schedule_retries_or_drops_a_held_schedule() {
 #[test]
 fn webhook_sets_lists_and_removes_an_operators_webhook() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("cli.db");
-    let db = db.to_str().unwrap();
-    install_gym(db, "1", &["--activate"]);
+    let db = &acme_gym_db(&dir);
     // Listed without its secret.
     let webhook = |args: &[&str]| {
         let mut all = vec!["webhook"];

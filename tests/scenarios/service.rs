@@ -112,6 +112,16 @@ impl Service {
         self.call(Method::POST, path, Some(token), Some(body)).await
     }
 
+    /// The gym's member `m-1` locked by staff with [`lock_body`].
+    async fn lock_m1(&self) -> (StatusCode, Value) {
+        self.post(
+            &format!("{GYM}/subjects/customer/m-1/lock"),
+            &self.gym,
+            lock_body(),
+        )
+        .await
+    }
+
     /// How many audit records and events the store holds: what a failed
     /// request must not change.
     fn written(&self) -> (u64, usize) {
@@ -207,13 +217,7 @@ async fn a_consumer_waits_for_events_instead_of_polling() {
 
     let started = Instant::now();
     let waiting = wait_for_events(&service, 60).await;
-    let (status, _) = service
-        .post(
-            &format!("{GYM}/subjects/customer/m-1/lock"),
-            &service.gym,
-            lock_body(),
-        )
-        .await;
+    let (status, _) = service.lock_m1().await;
     assert_eq!(status, StatusCode::OK);
     let listed = waiting.await.unwrap();
     assert_eq!(kinds(&listed), ["customer.locked"]);
@@ -445,13 +449,7 @@ async fn schedules(service: &Service, query: &str) -> Vec<Value> {
 #[tokio::test]
 async fn a_lock_refuses_check_in_and_lifts_itself_when_the_clock_passes_its_end() {
     let service = Service::start();
-    let (status, locked) = service
-        .post(
-            &format!("{GYM}/subjects/customer/m-1/lock"),
-            &service.gym,
-            lock_body(),
-        )
-        .await;
+    let (status, locked) = service.lock_m1().await;
     assert_eq!(status, StatusCode::OK, "{locked}");
     assert_eq!(locked["events"][0]["kind"], "customer.locked");
     assert_eq!(
@@ -578,13 +576,7 @@ async fn staff_retry_and_drop_a_held_schedule() {
     let service = Service::start();
     // A timed lock whose end comes under a version answering garbage: the
     // lock is lifted all the same, and the schedule held.
-    let (status, locked) = service
-        .post(
-            &format!("{GYM}/subjects/customer/m-1/lock"),
-            &service.gym,
-            lock_body(),
-        )
-        .await;
+    let (status, locked) = service.lock_m1().await;
     assert_eq!(status, StatusCode::OK, "{locked}");
     let broken = PolicyId::new("broken", 2);
     let by = host_actor();
@@ -790,12 +782,8 @@ async fn events_are_pushed_to_a_webhook_signed_and_again_until_it_answers_2xx() 
     let service = Service::start();
     let (url, endpoint) = Endpoint::start(1).await;
     let webhook = format!("{GYM}/webhook");
-    let lock = format!("{GYM}/subjects/customer/m-1/lock");
     // What happened before the webhook was set is not pushed.
-    assert_eq!(
-        service.post(&lock, &service.gym, lock_body()).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(service.lock_m1().await.0, StatusCode::OK);
 
     let put = |token: &str, body: Value| {
         let (service, token, webhook) = (&service, token.to_owned(), webhook.clone());
@@ -920,10 +908,7 @@ async fn events_are_pushed_to_a_webhook_signed_and_again_until_it_answers_2xx() 
         service.get(&webhook, &service.gym).await.0,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(
-        service.post(&lock, &service.gym, lock_body()).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(service.lock_m1().await.0, StatusCode::OK);
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert_eq!(endpoint.posts().len(), 2);
     let kinds: Vec<String> = service
@@ -964,11 +949,7 @@ async fn a_webhook_that_does_not_answer_holds_up_only_its_own_operator() {
     let subscription = "/v1/operators/demo-subscription/subjects/customer/c-1";
     let body = json!({ "actor": staff("anna"), "reason": "fraud_check" });
 
-    let gym_lock = format!("{GYM}/subjects/customer/m-1/lock");
-    assert_eq!(
-        service.post(&gym_lock, &service.gym, lock_body()).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(service.lock_m1().await.0, StatusCode::OK);
     silent.until(|posts| posts.len() == 1).await;
     for (action, posted) in [("lock", 1), ("unlock", 2)] {
         let path = format!("{subscription}/{action}");
@@ -1187,13 +1168,7 @@ async fn bad_requests_get_the_right_status_and_write_nothing() {
         body_limit: 2048,
         ..ServiceConfig::default()
     });
-    let (status, _) = service
-        .post(
-            &format!("{GYM}/subjects/customer/m-1/lock"),
-            &service.gym,
-            lock_body(),
-        )
-        .await;
+    let (status, _) = service.lock_m1().await;
     assert_eq!(status, StatusCode::OK);
     let before = service.written();
 
@@ -1495,13 +1470,7 @@ async fn policy_versions_are_installed_activated_and_rolled_back() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["sha256"].as_str().unwrap().len(), 64);
-    let (status, refused) = service
-        .post(
-            &format!("{GYM}/subjects/customer/m-1/lock"),
-            &service.gym,
-            lock_body(),
-        )
-        .await;
+    let (status, refused) = service.lock_m1().await;
     assert_eq!(
         status,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -1515,17 +1484,7 @@ async fn policy_versions_are_installed_activated_and_rolled_back() {
         (status, body),
         (StatusCode::OK, json!({ "active": "gym@1" }))
     );
-    assert_eq!(
-        service
-            .post(
-                &format!("{GYM}/subjects/customer/m-1/lock"),
-                &service.gym,
-                lock_body()
-            )
-            .await
-            .0,
-        StatusCode::OK
-    );
+    assert_eq!(service.lock_m1().await.0, StatusCode::OK);
     // Before activating version 2 again: it would have refused that lock.
     let (status, comparison) = service
         .get(&format!("{policies}/gym/2/compare"), &service.gym)
@@ -1628,13 +1587,7 @@ async fn policy_versions_are_installed_activated_and_rolled_back() {
 #[tokio::test]
 async fn the_audit_trail_is_listed_verified_and_replayed() {
     let service = Service::start();
-    let (_, locked) = service
-        .post(
-            &format!("{GYM}/subjects/customer/m-1/lock"),
-            &service.gym,
-            lock_body(),
-        )
-        .await;
+    let (_, locked) = service.lock_m1().await;
     let seq = locked["audit_seq"].as_u64().unwrap();
     let (status, page) = service
         .get(

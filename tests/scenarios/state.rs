@@ -162,6 +162,12 @@ fn activate_contract_end(host: &Host, version: u32) {
     );
 }
 
+/// The status the host keeps for `contract:k-1` at `now`.
+fn contract_k1_status(host: &Host, now: Timestamp) -> Option<String> {
+    let contract = SubjectRef::new(SubjectKind::Contract, "k-1");
+    host.subject(OPERATOR, &contract, now).unwrap().status
+}
+
 /// Imports a legacy lock of customer `id` that ended on 2026-11-20, before
 /// `T0`, so its expiry is due.
 fn import_ended_lock(host: &Host, id: &str) {
@@ -515,15 +521,7 @@ fn host_6_a_version_activated_by_another_process_is_taken_up_and_fires_what_it_r
     );
     assert!(service.sync_activations().unwrap().is_empty());
     assert_eq!(service.fire_due(end).unwrap().fired, 1);
-    let contract = SubjectRef::new(SubjectKind::Contract, "k-1");
-    assert_eq!(
-        service
-            .subject(OPERATOR, &contract, end)
-            .unwrap()
-            .status
-            .as_deref(),
-        Some("ended")
-    );
+    assert_eq!(contract_k1_status(&service, end).as_deref(), Some("ended"));
 }
 
 #[tokio::test]
@@ -1014,10 +1012,12 @@ fn a_store_from_before_held_schedules_keeps_its_pending_ones_due_after_the_upgra
     schedule_contract_end(&host);
     activate_contract_end(&host, 2);
     drop(host);
-    // The file as schema version 3 left it: no hold columns, the old index.
+    // The file as schema version 3 left it: no hold columns, the old index,
+    // no webhooks.
     let conn = rusqlite::Connection::open(dir.path().join("rulehost.db")).unwrap();
     conn.execute_batch(
-        "DROP INDEX schedules_pending;
+        "DROP TABLE webhooks;
+         DROP INDEX schedules_pending;
          DROP INDEX schedules_held;
          ALTER TABLE schedules DROP COLUMN held;
          ALTER TABLE schedules DROP COLUMN attempts;
@@ -1055,7 +1055,7 @@ fn a_store_from_a_newer_rulehost_or_not_a_database_is_refused_naming_the_file() 
     assert_eq!(
         error,
         format!(
-            "cannot open store `{}`: its schema version `99` is newer than this rulehost's `4`",
+            "cannot open store `{}`: its schema version `99` is newer than this rulehost's `5`",
             newer.display()
         )
     );
@@ -1365,13 +1365,7 @@ fn gym_2_host_7_a_scheduled_transition_fires_once_through_the_policy() {
     assert_eq!(host.fire_due(end).unwrap().fired, 1);
     assert_eq!(host.fire_due(end).unwrap().fired, 0);
     let contract = SubjectRef::new(SubjectKind::Contract, "k-1");
-    assert_eq!(
-        host.subject(OPERATOR, &contract, end)
-            .unwrap()
-            .status
-            .as_deref(),
-        Some("ended")
-    );
+    assert_eq!(contract_k1_status(&host, end).as_deref(), Some("ended"));
     assert_eq!(event_kinds(&host), ["contract.ended contract:k-1"]);
     let records = host.export_subject(OPERATOR, &contract, end).unwrap();
     let fired: Value = serde_json::from_str(&records.audit.last().unwrap().payload).unwrap();
@@ -1457,7 +1451,7 @@ fn host_7_a_firing_whose_policy_fails_is_held_until_the_operator_activates_a_ver
         events[0].data["error"],
         schedule.last_error.clone().unwrap()
     );
-    assert_eq!(host.subject(OPERATOR, &contract, end).unwrap().status, None);
+    assert_eq!(contract_k1_status(&host, end), None);
     assert_eq!(
         host.held_schedules()
             .unwrap()
@@ -1495,13 +1489,7 @@ fn host_7_a_firing_whose_policy_fails_is_held_until_the_operator_activates_a_ver
     let later = at("2027-01-02T00:00:00Z");
     let report = host.fire_due(later).unwrap();
     assert_eq!((report.fired, report.held), (1, 0));
-    assert_eq!(
-        host.subject(OPERATOR, &contract, later)
-            .unwrap()
-            .status
-            .as_deref(),
-        Some("ended")
-    );
+    assert_eq!(contract_k1_status(&host, later).as_deref(), Some("ended"));
     let records = host.export_subject(OPERATOR, &contract, later).unwrap();
     let schedule = &records.schedules[0];
     assert_eq!(
@@ -1615,14 +1603,7 @@ fn host_7_staff_retry_a_held_schedule_once_its_cause_is_gone() {
     // It fires at the next run, with the active version.
     assert_eq!(host.next_due().unwrap(), Some(end));
     assert_eq!(host.fire_due(end).unwrap().fired, 1);
-    let contract = SubjectRef::new(SubjectKind::Contract, "k-1");
-    assert_eq!(
-        host.subject(OPERATOR, &contract, end)
-            .unwrap()
-            .status
-            .as_deref(),
-        Some("ended")
-    );
+    assert_eq!(contract_k1_status(&host, end).as_deref(), Some("ended"));
     let fired = host.schedule(OPERATOR, id).unwrap();
     assert_eq!(
         (fired.state, fired.scheduled.attempts),
@@ -1705,8 +1686,7 @@ fn host_7_staff_drop_a_held_schedule_for_good() {
         ),
         "{error}"
     );
-    let contract = SubjectRef::new(SubjectKind::Contract, "k-1");
-    assert_eq!(host.subject(OPERATOR, &contract, end).unwrap().status, None);
+    assert_eq!(contract_k1_status(&host, end), None);
     assert!(host.verify_audit().unwrap().is_intact());
 }
 
