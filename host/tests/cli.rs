@@ -389,10 +389,33 @@ fn acme_action(db: &str, command: &str, actor: &str, params: &[&str], now: &str)
     rulehost(&args, None)
 }
 
-/// Runs `rulehost` on a database and returns its JSON output.
+/// `rulehost lock` of `acme`'s `m-1` by staff for 14 days from
+/// 2026-11-22T10:00:00Z.
+fn lock_m1_for_14_days(db: &str) -> Output {
+    acme_action(
+        db,
+        "lock",
+        "staff:anna",
+        &["reason=payment_deferral", "duration=14_days"],
+        "2026-11-22T10:00:00Z",
+    )
+}
+
 /// `rulehost policy install` of the bundled gym policy set as `gym@VERSION`
 /// for operator `acme`, with `extra` arguments.
 fn install_gym(db: &str, version: &str, extra: &[&str]) -> serde_json::Value {
+    install_acme(db, "bundled:gym", "gym", version, extra)
+}
+
+/// `rulehost policy install` of `module` as `NAME@VERSION` for operator
+/// `acme`, with `extra` arguments.
+fn install_acme(
+    db: &str,
+    module: &str,
+    name: &str,
+    version: &str,
+    extra: &[&str],
+) -> serde_json::Value {
     let mut args = vec![
         "policy",
         "install",
@@ -400,9 +423,9 @@ fn install_gym(db: &str, version: &str, extra: &[&str]) -> serde_json::Value {
         db,
         "--operator",
         "acme",
-        "bundled:gym",
+        module,
         "--name",
-        "gym",
+        name,
         "--version",
         version,
     ];
@@ -418,6 +441,7 @@ fn acme_gym_db(dir: &tempfile::TempDir) -> String {
     db
 }
 
+/// Runs `rulehost` and returns its JSON output.
 fn run_json(args: &[&str]) -> serde_json::Value {
     eval_json(args, None)
 }
@@ -453,13 +477,7 @@ fn policy_lock_unlock_audit_import_and_export_commands_share_one_database() {
     let rolled = run_json(&["policy", "rollback", "--db", db, "--operator", "acme"]);
     assert_eq!(rolled["active"], "gym@1");
 
-    let locked = acme_action(
-        db,
-        "lock",
-        "staff:anna",
-        &["reason=payment_deferral", "duration=14_days"],
-        "2026-11-22T10:00:00Z",
-    );
+    let locked = lock_m1_for_14_days(db);
     assert!(locked.status.success());
     let locked: serde_json::Value = serde_json::from_slice(&locked.stdout).unwrap();
     assert_eq!(locked["events"][0]["kind"], "customer.locked");
@@ -653,31 +671,12 @@ const TRAPPING_TRANSITION: &str = r#"(module
 fn schedule_retries_or_drops_a_held_schedule() {
     let dir = tempfile::tempdir().unwrap();
     let db = &acme_gym_db(&dir);
-    let locked = acme_action(
-        db,
-        "lock",
-        "staff:anna",
-        &["reason=payment_deferral", "duration=14_days"],
-        "2026-11-22T10:00:00Z",
-    );
+    let locked = lock_m1_for_14_days(db);
     assert!(locked.status.success(), "{locked:?}");
     let trap = dir.path().join("trap.wat");
     std::fs::write(&trap, TRAPPING_TRANSITION).unwrap();
     let trap = trap.to_str().unwrap();
-    run_json(&[
-        "policy",
-        "install",
-        "--db",
-        db,
-        "--operator",
-        "acme",
-        trap,
-        "--name",
-        "trap",
-        "--version",
-        "1",
-        "--activate",
-    ]);
+    install_acme(db, trap, "trap", "1", &["--activate"]);
     // What the service's scheduler does, in process: the lock's end is
     // held, as it is again once retried, `trap@1` being still active.
     let fire = || {
