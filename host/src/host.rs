@@ -1403,6 +1403,7 @@ impl Host {
         };
         self.store
             .set_webhook(operator, Some(webhook), now, audit)?;
+        // Wakes the service's deliveries, which take the webhook up at once.
         self.wrote_events();
         Ok(secret)
     }

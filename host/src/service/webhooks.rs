@@ -134,6 +134,11 @@ impl Deliveries {
             .filter(|at| *at > Instant::now())
     }
 
+    fn forget(&self, operator: &str) {
+        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        status.remove(operator);
+    }
+
     fn record(&self, operator: &str, outcome: &std::result::Result<Option<u64>, String>) {
         if !matches!(outcome, Ok(None)) {
             super::telemetry::webhook_post(operator, outcome.is_ok());
@@ -192,7 +197,16 @@ pub(super) async fn run(
             wake = Instant::now() + poll;
             let lookup = Arc::clone(&host);
             match tokio::task::spawn_blocking(move || lookup.webhooks()).await {
-                Ok(Ok(found)) => webhooks = found,
+                Ok(Ok(found)) => {
+                    // A webhook set anew starts without the old one's
+                    // back-off: its URL may be the fix.
+                    for webhook in &found {
+                        if !webhooks.contains(webhook) {
+                            deliveries.forget(&webhook.operator);
+                        }
+                    }
+                    webhooks = found;
+                }
                 Ok(Err(error)) => eprintln!("warning: webhooks: {error}"),
                 Err(error) => eprintln!("warning: webhooks: {error}"),
             }
