@@ -813,7 +813,7 @@ impl Host {
             id,
             state: record.state.name(),
         };
-        let record = self.schedule(operator, id)?;
+        let mut record = self.schedule(operator, id)?;
         if record.state != ScheduleState::Held {
             return Err(not_held(record));
         }
@@ -857,11 +857,15 @@ impl Host {
             Err(Error::Write { .. }) => return Err(not_held(self.schedule(operator, id)?)),
             other => other?,
         };
-        if resolution == Resolution::Retry {
-            self.schedules_changed.notify_one();
-        }
+        record.state = match resolution {
+            Resolution::Retry => {
+                self.schedules_changed.notify_one();
+                ScheduleState::Pending
+            }
+            Resolution::Drop => ScheduleState::Cancelled,
+        };
         Ok(Resolved {
-            schedule: self.schedule(operator, id)?,
+            schedule: record,
             resolution,
             audit_seq: committed.audit_seq,
             event: committed.events.first().copied().unwrap_or_default(),

@@ -554,20 +554,23 @@ async fn a_lock_refuses_check_in_and_lifts_itself_when_the_clock_passes_its_end(
     );
 }
 
-/// Polls the demo gym's schedules listed with `query` until `done` holds
-/// of them, for at most 30 s.
-async fn schedules_until(service: &Service, query: &str, done: impl Fn(&[Value]) -> bool) {
+/// Calls `look` every 20 ms until `done` holds of what it returns, for at
+/// most 30 s; then fails showing the last look.
+async fn eventually<T: std::fmt::Debug, F: std::future::Future<Output = T>>(
+    mut look: impl FnMut() -> F,
+    done: impl Fn(&T) -> bool,
+) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let listed = schedules(service, query).await;
-        if done(&listed) {
+        let seen = look().await;
+        if done(&seen) {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{query}: still {listed:?} after 30 s"
+            "still {seen:?} after 30 s"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
@@ -672,9 +675,10 @@ async fn staff_retry_and_drop_a_held_schedule() {
         (&retried["resolution"], &retried["schedule"]["state"]),
         (&json!("retry"), &json!("pending"))
     );
-    schedules_until(&service, "?state=held", |held| {
-        held.first().is_some_and(|held| held["attempts"] == 2)
-    })
+    eventually(
+        || schedules(&service, "?state=held"),
+        |held| held.first().is_some_and(|held| held["attempts"] == 2),
+    )
     .await;
 
     let (status, dropped) = resolve(path(id, "drop"), &service.gym, anna("member left")).await;
@@ -765,15 +769,7 @@ impl Endpoint {
 
     /// Waits up to 30 s until `done` holds of the posts received.
     async fn until(&self, done: impl Fn(&[Post]) -> bool) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !done(&self.posts()) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "posts after 30 s: {:?}",
-                self.posts()
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        eventually(|| std::future::ready(self.posts()), |posts| done(posts)).await;
     }
 }
 
