@@ -9,11 +9,10 @@
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use rulehost_sdk::wire::{ABI_VERSION, Envelope, Hook, HookKind, Reply, Timestamp};
-use serde::Serialize;
+use rulehost_sdk::wire::{ABI_VERSION, Hook, HookKind, Reply, Timestamp, WireJson, json};
 use wasmtime::{
-    ExternType, FuncType, Instance, InstancePre, Memory, ModuleExport, ResourceLimiter, Store,
-    Trap, TypedFunc,
+    ExternType, Func, FuncType, Instance, InstancePre, Memory, ModuleExport, ResourceLimiter,
+    Store, Trap, TypedFunc, ValRaw,
 };
 
 use crate::engine::{Engine, Isolation, Limits, PolicyId};
@@ -370,10 +369,10 @@ struct Warm {
     store: Store<Sandbox>,
     instance: Instance,
     memory: Memory,
-    alloc: TypedFunc<u32, u32>,
-    /// Hook functions resolved on first use, so a warm instance checks an
-    /// export's type once rather than on every call.
-    hooks: [Option<TypedFunc<(u32, u32), u64>>; Hook::ALL.len()],
+    /// `rulehost_alloc`, of type `(i32) -> i32`.
+    alloc: Func,
+    /// Hook functions, of type `(i32, i32) -> i64`, resolved on first use.
+    hooks: [Option<Func>; Hook::ALL.len()],
 }
 
 impl Warm {
@@ -401,7 +400,7 @@ impl Warm {
             .ok_or_else(|| {
                 Failure::new(FailureKind::Instantiation, "the memory export vanished")
             })?;
-        let alloc = typed(&mut store, instance, &inner.exports.alloc)?;
+        let alloc = func(&mut store, instance, &inner.exports.alloc)?;
         Ok(Warm {
             limits,
             store,
@@ -416,14 +415,28 @@ impl Warm {
         let export = module
             .get_export_index(ABI_VERSION_EXPORT)
             .ok_or_else(|| Failure::new(FailureKind::Instantiation, "no ABI version export"))?;
-        let func: TypedFunc<(), i32> = typed(&mut self.store, self.instance, &export)?;
-        func.call(&mut self.store, ()).map_err(|e| {
+        let version = func(&mut self.store, self.instance, &export)?;
+        let version: TypedFunc<(), i32> = version
+            .typed(&self.store)
+            .map_err(|e| Failure::new(FailureKind::Instantiation, e.to_string()))?;
+        version.call(&mut self.store, ()).map_err(|e| {
             let failure = classify(&e, self.limits);
             Failure::new(
                 failure.kind,
                 format!("`{ABI_VERSION_EXPORT}` failed: {}", failure.message),
             )
         })
+    }
+
+    /// Calls `rulehost_alloc` or a hook: `args` holds the parameters and
+    /// receives the one result.
+    fn call_export(&mut self, func: Func, args: &mut [ValRaw]) -> Result<(), Failure> {
+        // SAFETY: the exports' types were checked at load (`check_func`):
+        // `(i32) -> i32` for the allocator, `(i32, i32) -> i64` for a hook.
+        // `args` holds that many `i32` parameters, all plain integers, and
+        // has room for the one result. Checked once there rather than on
+        // every instance, as `Func::typed` would.
+        unsafe { func.call_unchecked(&mut self.store, args) }.map_err(|e| classify(&e, self.limits))
     }
 
     fn call<T>(
@@ -437,20 +450,19 @@ impl Warm {
         self.store
             .set_fuel(limits.fuel)
             .map_err(|e| classify(&e, limits))?;
-        if self.hooks[index].is_none() {
-            self.hooks[index] = Some(typed(&mut self.store, self.instance, export)?);
-        }
-        let hook = self.hooks[index].clone().expect("resolved just above");
+        let hook = match self.hooks[index] {
+            Some(hook) => hook,
+            None => *self.hooks[index].insert(func(&mut self.store, self.instance, export)?),
+        };
         let len = u32::try_from(envelope.len()).map_err(|_| {
             Failure::new(
                 FailureKind::Instantiation,
                 format!("input of {} bytes is too large", envelope.len()),
             )
         })?;
-        let ptr = self
-            .alloc
-            .call(&mut self.store, len)
-            .map_err(|e| classify(&e, limits))?;
+        let mut alloc = [ValRaw::u32(len)];
+        self.call_export(self.alloc, &mut alloc)?;
+        let ptr = alloc[0].get_u32();
         self.memory.write(&mut self.store, ptr as usize, envelope).map_err(|_| {
             Failure::new(
                 FailureKind::OutputOutOfBounds,
@@ -460,9 +472,9 @@ impl Warm {
                 ),
             )
         })?;
-        let packed = hook
-            .call(&mut self.store, (ptr, len))
-            .map_err(|e| classify(&e, limits))?;
+        let mut call = [ValRaw::u32(ptr), ValRaw::u32(len)];
+        self.call_export(hook, &mut call)?;
+        let packed = call[0].get_u64();
         let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
         if out_len > limits.output_bytes {
             return Err(Failure::new(
@@ -487,21 +499,17 @@ impl Warm {
     }
 }
 
-fn typed<P, R>(
+/// The function export `export` of `instance`, whose type was checked at
+/// load.
+fn func(
     store: &mut Store<Sandbox>,
     instance: Instance,
     export: &ModuleExport,
-) -> Result<TypedFunc<P, R>, Failure>
-where
-    P: wasmtime::WasmParams,
-    R: wasmtime::WasmResults,
-{
+) -> Result<Func, Failure> {
     instance
         .get_module_export(&mut *store, export)
         .and_then(|e| e.into_func())
-        .ok_or_else(|| Failure::new(FailureKind::Instantiation, "a checked export vanished"))?
-        .typed(&*store)
-        .map_err(|e| Failure::new(FailureKind::Instantiation, e.to_string()))
+        .ok_or_else(|| Failure::new(FailureKind::Instantiation, "a checked export vanished"))
 }
 
 /// Turns a wasmtime error from instantiation or a call into a failure, by
@@ -527,14 +535,14 @@ fn classify(error: &wasmtime::Error, limits: Limits) -> Failure {
 }
 
 /// Decodes a reply as the hook's output type.
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Failure> {
+pub(crate) fn decode<T: WireJson>(bytes: &[u8]) -> Result<T, Failure> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         Failure::new(
             FailureKind::MalformedOutput,
             format!("output is not valid UTF-8: {e}"),
         )
     })?;
-    match serde_json::from_str::<Reply<T>>(text) {
+    match json::read_reply::<T>(text) {
         Ok(Reply::Ok(output)) => Ok(output),
         Ok(Reply::Error(message)) => Err(Failure::new(
             FailureKind::PolicyError,
@@ -548,19 +556,13 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, 
 }
 
 /// The JSON envelope for one call; settings are already JSON text.
-pub(crate) fn encode_envelope<I: Serialize>(
+pub(crate) fn encode_envelope<I: WireJson>(
     now: Timestamp,
     settings: &Settings,
     input: &I,
 ) -> Vec<u8> {
-    let mut buffer = Vec::with_capacity(256);
-    let envelope = Envelope {
-        now,
-        settings: settings.as_raw(),
-        input,
-    };
-    // Writing to a Vec cannot fail, and the wire types always serialize.
-    serde_json::to_writer(&mut buffer, &envelope).expect("wire types serialize to JSON");
+    let mut buffer = Vec::with_capacity(512);
+    json::write_envelope(&mut buffer, now, settings.as_raw().get(), input);
     buffer
 }
 

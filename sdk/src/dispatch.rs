@@ -3,11 +3,13 @@
 //! around [`call`].
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
 
+use crate::wire::json::{read_envelope, reply_to_vec};
 use crate::wire::{
-    Authorize, Billing, Envelope, Hook, HookKind, Reply, SettingsVerdict, Transition,
+    Authorize, Billing, Envelope, Hook, HookKind, Reply, SettingsVerdict, Transition, WireJson,
 };
 use crate::{Context, Policy};
 
@@ -27,15 +29,15 @@ fn respond<P: Policy, H: HookKind>(
     envelope: &[u8],
     decide: fn(&Context<P::Settings>, &H::Input) -> H::Output,
 ) -> Vec<u8> {
-    match read::<Envelope<P::Settings, H::Input>>(envelope) {
+    match read::<P::Settings, H::Input>(envelope) {
         Ok(envelope) => {
             let ctx = Context {
                 now: envelope.now,
                 settings: envelope.settings,
             };
-            encode(&Reply::Ok(decide(&ctx, &envelope.input)))
+            reply_to_vec(&Reply::Ok(decide(&ctx, &envelope.input)))
         }
-        Err(error) => encode(&Reply::<()>::Error(format!(
+        Err(error) => reply_to_vec(&Reply::<()>::Error(format!(
             "cannot read `{}` input: {error}",
             H::HOOK
         ))),
@@ -43,10 +45,10 @@ fn respond<P: Policy, H: HookKind>(
 }
 
 fn validate_settings<P: Policy>(envelope: &[u8]) -> Vec<u8> {
-    let settings = match read::<Envelope<serde_json::Value, serde_json::Value>>(envelope) {
+    let settings = match read::<serde_json::Value, serde_json::Value>(envelope) {
         Ok(envelope) => envelope.settings,
         Err(error) => {
-            return encode(&Reply::<()>::Error(format!(
+            return reply_to_vec(&Reply::<()>::Error(format!(
                 "cannot read `validate_settings` input: {error}"
             )));
         }
@@ -62,20 +64,14 @@ fn validate_settings<P: Policy>(envelope: &[u8]) -> Vec<u8> {
             errors: vec![format!("{}: {}", error.path(), error.inner())],
         },
     };
-    encode(&Reply::Ok(verdict))
+    reply_to_vec(&Reply::Ok(verdict))
 }
 
 /// Decodes an envelope. The bytes are checked as UTF-8 once, as a whole, so
 /// the parser does not check every string it meets again.
-fn read<'a, T: Deserialize<'a>>(envelope: &'a [u8]) -> Result<T, String> {
+fn read<S: DeserializeOwned, I: WireJson>(envelope: &[u8]) -> Result<Envelope<S, I>, String> {
     let text = std::str::from_utf8(envelope).map_err(|e| format!("not UTF-8: {e}"))?;
-    serde_json::from_str(text).map_err(|e| e.to_string())
-}
-
-fn encode<T: Serialize>(reply: &Reply<T>) -> Vec<u8> {
-    // Serializing these types cannot fail: no maps with non-string keys, no
-    // failing `Serialize` impls.
-    serde_json::to_vec(reply).unwrap_or_else(|_| br#"{"error":"cannot encode reply"}"#.to_vec())
+    read_envelope(text).map_err(|e| e.to_string())
 }
 
 thread_local! {
@@ -89,7 +85,8 @@ thread_local! {
 /// reply, which the host has read.
 pub fn alloc(len: u32) -> u32 {
     LAST_REPLY.with(|reply| drop(reply.take()));
-    let buffer = vec![0u8; len as usize].into_boxed_slice();
+    // Not zeroed: the host overwrites every byte before the module reads it.
+    let buffer: Box<[MaybeUninit<u8>]> = Box::new_uninit_slice(len as usize);
     Box::into_raw(buffer) as *mut u8 as usize as u32
 }
 

@@ -9,11 +9,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+pub mod json;
+
+pub use json::WireJson;
 
 /// The ABI version a policy built with this SDK exports from
 /// `rulehost_abi_version`; the host refuses a module exporting another one.
@@ -225,9 +228,9 @@ pub trait HookKind {
     /// Which hook this is.
     const HOOK: Hook;
     /// What the host sends in the envelope's `input` field.
-    type Input: Serialize + DeserializeOwned;
+    type Input: WireJson;
     /// What the policy answers in the reply's `ok` field.
-    type Output: Serialize + DeserializeOwned;
+    type Output: WireJson;
 
     /// The refusal for this hook: what a policy that cannot decide, or a
     /// policy that failed, answers. Denies, skips or refuses; never allows.

@@ -1,0 +1,1092 @@
+//! The JSON form of the wire types, read and written by hand for the types
+//! every `authorize` decision carries, through serde for the rest.
+//!
+//! Every envelope and reply crosses the sandbox as JSON (`ABI.md`), so this
+//! is on the path of every decision, twice on each side. serde's derived
+//! code spends most of a decision's time here; the hand-written reader and
+//! writer below do the same work in a fraction of it.
+//!
+//! They are exact stand-ins for serde, not a second format:
+//!
+//! - [`to_writer`] writes the very bytes `serde_json::to_writer` writes:
+//!   fields in declaration order, the same fields left out, the same escapes.
+//! - [`from_str`] takes a fast path only through JSON it fully understands:
+//!   known fields, once each, strings without escapes. Anything else (an
+//!   escape, an unknown or repeated field, a missing one, a syntax error)
+//!   is read by `serde_json` instead, so what is accepted, what it decodes
+//!   to and every error message stay serde's.
+//!
+//! The tests below and the `policy_output` fuzz target hold both paths to
+//! that.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{
+    Acknowledgement, Actor, ActorKind, AuthorizeDecision, AuthorizeInput, BillingDecision,
+    BillingInput, Cycle, CycleUnit, Effect, Envelope, Lock, Period, Reply, SettingsVerdict,
+    Subject, SubjectKind, SubjectRef, Timestamp, TransitionDecision, TransitionInput, Trigger,
+};
+
+/// Nesting beyond this many subjects (parents of parents) is left to serde,
+/// which has its own recursion limit; it keeps the fast reader's recursion
+/// well inside a policy's small stack.
+const MAX_SUBJECT_DEPTH: u32 = 16;
+
+/// Reads the members of an object into the caller's locals: `{` then, per
+/// member, the arm of its key, each an `Option<()>`. Any other key, or any
+/// arm's `None`, returns `None` from the enclosing function. `members!(r,
+/// after_first, ...)` goes on after a member already read.
+macro_rules! members {
+    ($r:ident, { $($key:literal => $read:expr),* $(,)? }) => {
+        $r.eat(b'{')?;
+        if $r.eat(b'}').is_none() {
+            members!(@each $r, { $($key => $read),* });
+        }
+    };
+    ($r:ident, after_first, { $($key:literal => $read:expr),* $(,)? }) => {
+        if $r.next_member()? {
+            members!(@each $r, { $($key => $read),* });
+        }
+    };
+    (@each $r:ident, { $($key:literal => $read:expr),* }) => {
+        loop {
+            match $r.key()? {
+                $($key => $read?,)*
+                _ => return None,
+            }
+            if !$r.next_member()? {
+                break;
+            }
+        }
+    };
+}
+
+/// A wire type's JSON form. The provided methods go through serde; the
+/// types on the path of every decision override them by hand.
+pub trait WireJson: Serialize + DeserializeOwned {
+    /// Appends the value's JSON to `out`, byte for byte what serde writes.
+    #[doc(hidden)]
+    fn write_json(&self, out: &mut Vec<u8>) {
+        serde(out, self);
+    }
+
+    /// Reads the value at the reader's position; `None` sends the whole
+    /// text to serde instead.
+    #[doc(hidden)]
+    fn read_json(reader: &mut Reader<'_>) -> Option<Self> {
+        reader.serde()
+    }
+}
+
+/// Appends `value`'s JSON to `out`: the bytes `serde_json::to_writer` writes.
+pub fn to_writer<T: WireJson>(out: &mut Vec<u8>, value: &T) {
+    value.write_json(out);
+}
+
+/// Reads a `T` from JSON `text`, as `serde_json::from_str` does.
+///
+/// # Errors
+///
+/// serde's error, with its line and column, when the text is not a `T`.
+pub fn from_str<T: WireJson>(text: &str) -> Result<T, serde_json::Error> {
+    fast(text, T::read_json).map_or_else(|| serde_json::from_str(text), Ok)
+}
+
+/// Appends an envelope to `out`; `settings` is JSON text already.
+pub fn write_envelope<I: WireJson>(out: &mut Vec<u8>, now: Timestamp, settings: &str, input: &I) {
+    out.extend_from_slice(b"{\"now\":");
+    now.write_json(out);
+    out.extend_from_slice(b",\"settings\":");
+    out.extend_from_slice(settings.as_bytes());
+    out.extend_from_slice(b",\"input\":");
+    input.write_json(out);
+    out.push(b'}');
+}
+
+/// Reads an envelope, as `serde_json::from_str::<Envelope<S, I>>` does.
+///
+/// # Errors
+///
+/// serde's error when the text is not such an envelope.
+pub fn read_envelope<S: DeserializeOwned, I: WireJson>(
+    text: &str,
+) -> Result<Envelope<S, I>, serde_json::Error> {
+    let read = |r: &mut Reader<'_>| {
+        let (mut now, mut settings, mut input) = (None, None, None);
+        members!(r, {
+            "now" => r.once(&mut now, Timestamp::read_json),
+            "settings" => r.once(&mut settings, Reader::serde),
+            "input" => r.once(&mut input, I::read_json),
+        });
+        Some(Envelope {
+            now: now?,
+            settings: settings?,
+            input: input?,
+        })
+    };
+    fast(text, read).map_or_else(|| serde_json::from_str(text), Ok)
+}
+
+/// The JSON of a reply, as `serde_json::to_vec` writes it.
+pub fn reply_to_vec<T: WireJson>(reply: &Reply<T>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    match reply {
+        Reply::Ok(output) => {
+            out.extend_from_slice(b"{\"ok\":");
+            output.write_json(&mut out);
+        }
+        Reply::Error(message) => {
+            out.extend_from_slice(b"{\"error\":");
+            string(&mut out, message);
+        }
+    }
+    out.push(b'}');
+    out
+}
+
+/// Reads a reply, as `serde_json::from_str::<Reply<T>>` does.
+///
+/// # Errors
+///
+/// serde's error when the text is not such a reply.
+pub fn read_reply<T: WireJson>(text: &str) -> Result<Reply<T>, serde_json::Error> {
+    let read = |r: &mut Reader<'_>| {
+        let mut reply = None;
+        members!(r, {
+            "ok" => r.once(&mut reply, |r| T::read_json(r).map(Reply::Ok)),
+            "error" => r.once(&mut reply, |r| r.string().map(Reply::Error)),
+        });
+        reply
+    };
+    fast(text, read).map_or_else(|| serde_json::from_str(text), Ok)
+}
+
+/// Runs a fast read over the whole text; `None` unless it read all of it.
+fn fast<'a, T>(text: &'a str, read: impl FnOnce(&mut Reader<'a>) -> Option<T>) -> Option<T> {
+    let mut reader = Reader {
+        text,
+        at: 0,
+        subjects: 0,
+    };
+    let value = read(&mut reader)?;
+    reader.skip_space();
+    (reader.at == text.len()).then_some(value)
+}
+
+/// A cursor over JSON text for the fast path. Every method returns `None`
+/// on anything it does not handle, which hands the text to serde.
+#[doc(hidden)]
+pub struct Reader<'a> {
+    text: &'a str,
+    at: usize,
+    /// Subjects being read, one inside the other.
+    subjects: u32,
+}
+
+impl<'a> Reader<'a> {
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    #[inline(always)]
+    fn skip_space(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes().get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    /// The next byte that is not white space, not consumed.
+    #[inline(always)]
+    fn peek(&mut self) -> Option<u8> {
+        self.skip_space();
+        self.bytes().get(self.at).copied()
+    }
+
+    #[inline(always)]
+    fn eat(&mut self, byte: u8) -> Option<()> {
+        (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    fn eat_word(&mut self, word: &str) -> Option<()> {
+        self.skip_space();
+        self.text[self.at..]
+            .starts_with(word)
+            .then(|| self.at += word.len())
+    }
+
+    /// A string without escapes, borrowed from the text.
+    #[inline(always)]
+    fn str(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.at;
+        self.at += plain_prefix(&self.bytes()[start..]);
+        if *self.bytes().get(self.at)? != b'"' {
+            return None;
+        }
+        self.at += 1;
+        // Both ends sit next to an ASCII quote, so on character boundaries.
+        self.text.get(start..self.at - 1)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        self.str().map(str::to_owned)
+    }
+
+    fn bool(&mut self) -> Option<bool> {
+        match self.peek()? {
+            b't' => self.eat_word("true").map(|()| true),
+            b'f' => self.eat_word("false").map(|()| false),
+            _ => None,
+        }
+    }
+
+    /// Consumes `null` when it comes next.
+    fn null(&mut self) -> bool {
+        self.peek() == Some(b'n') && self.eat_word("null").is_some()
+    }
+
+    /// After a member: `true` after a comma (another member follows),
+    /// `false` after the closing brace.
+    #[inline(always)]
+    fn next_member(&mut self) -> Option<bool> {
+        match self.peek()? {
+            b',' => {
+                self.at += 1;
+                Some(true)
+            }
+            b'}' => {
+                self.at += 1;
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+
+    /// A member's key and the colon after it.
+    #[inline(always)]
+    fn key(&mut self) -> Option<&'a str> {
+        let key = self.str()?;
+        self.eat(b':')?;
+        Some(key)
+    }
+
+    /// An array, each element read by `read`.
+    fn vec<T>(&mut self, mut read: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
+        self.eat(b'[')?;
+        let mut items = Vec::new();
+        if self.eat(b']').is_some() {
+            return Some(items);
+        }
+        loop {
+            items.push(read(self)?);
+            match self.peek()? {
+                b',' => self.at += 1,
+                b']' => {
+                    self.at += 1;
+                    return Some(items);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A subject's switches: names and whether each is on. A name given
+    /// twice counts with its last value, as serde reads a map.
+    fn switches(&mut self) -> Option<BTreeMap<String, bool>> {
+        let mut switches = BTreeMap::new();
+        self.eat(b'{')?;
+        if self.eat(b'}').is_none() {
+            loop {
+                let name = self.key()?;
+                switches.insert(name.to_owned(), self.bool()?);
+                if !self.next_member()? {
+                    break;
+                }
+            }
+        }
+        Some(switches)
+    }
+
+    /// Reads a field's value into `slot`; a field seen twice goes to serde,
+    /// which refuses it.
+    fn once<T>(
+        &mut self,
+        slot: &mut Option<T>,
+        read: impl FnOnce(&mut Self) -> Option<T>,
+    ) -> Option<()> {
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(read(self)?);
+        Some(())
+    }
+
+    /// An optional field: `null` is `None`, as serde reads it.
+    fn optional<T>(
+        &mut self,
+        slot: &mut Option<Option<T>>,
+        read: impl FnOnce(&mut Self) -> Option<T>,
+    ) -> Option<()> {
+        self.once(slot, |r| {
+            if r.null() {
+                Some(None)
+            } else {
+                read(r).map(Some)
+            }
+        })
+    }
+
+    /// The text of the next value, skipped over without checking it closely:
+    /// whoever decodes it checks it.
+    fn raw(&mut self) -> Option<&'a str> {
+        self.skip_space();
+        let start = self.at;
+        let bytes = self.bytes();
+        let mut depth = 0usize;
+        loop {
+            match *bytes.get(self.at)? {
+                b'"' => loop {
+                    self.at += 1;
+                    match *bytes.get(self.at)? {
+                        b'"' => break,
+                        b'\\' => self.at += 1,
+                        _ => {}
+                    }
+                },
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => depth = depth.checked_sub(1)?,
+                // A number or a literal ends where the next token starts.
+                _ if depth == 0 => {
+                    while !matches!(
+                        bytes.get(self.at),
+                        None | Some(b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t')
+                    ) {
+                        self.at += 1;
+                    }
+                    break;
+                }
+                _ => {}
+            }
+            self.at += 1;
+            if depth == 0 {
+                break;
+            }
+        }
+        self.text.get(start..self.at)
+    }
+
+    /// The next value, decoded by serde.
+    fn serde<T: DeserializeOwned>(&mut self) -> Option<T> {
+        serde_json::from_str(self.raw()?).ok()
+    }
+}
+
+fn serde<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Writing to a Vec cannot fail, and the wire types always serialize.
+    serde_json::to_writer(out, value).expect("wire types serialize to JSON");
+}
+
+/// How many bytes at the start of `bytes` stand in a JSON string as they
+/// are: neither `"`, `\\` nor a control character. Eight at a time.
+#[inline(always)]
+fn plain_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // A byte of `v` is zero where the result has its high bit set; bits
+    // above the lowest may be false alarms, the lowest is exact.
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+        let quote = zero(word ^ (ONES * u64::from(b'"')));
+        let backslash = zero(word ^ (ONES * u64::from(b'\\')));
+        let special = control | quote | backslash;
+        if special != 0 {
+            return at + (special.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + bytes[at..]
+        .iter()
+        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        .unwrap_or(bytes.len() - at)
+}
+
+/// A JSON string, escaped as serde_json escapes it.
+fn string(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut rest = text.as_bytes();
+    out.reserve(rest.len() + 2);
+    out.push(b'"');
+    loop {
+        let plain = plain_prefix(rest);
+        out.extend_from_slice(&rest[..plain]);
+        let Some(&byte) = rest.get(plain) else { break };
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x09 => out.extend_from_slice(b"\\t"),
+            0x0a => out.extend_from_slice(b"\\n"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            0x0d => out.extend_from_slice(b"\\r"),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 0xf)],
+            ]),
+        }
+        rest = &rest[plain + 1..];
+    }
+    out.push(b'"');
+}
+
+/// Writes an object's fields, each after a comma but the first.
+struct Object<'o> {
+    out: &'o mut Vec<u8>,
+    first: bool,
+}
+
+impl<'o> Object<'o> {
+    #[inline]
+    fn new(out: &'o mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Object { out, first: true }
+    }
+
+    #[inline]
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(b',');
+        }
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out
+    }
+
+    #[inline]
+    fn str(&mut self, key: &str, value: &str) -> &mut Self {
+        string(self.key(key), value);
+        self
+    }
+
+    #[inline]
+    fn value<T: WireJson>(&mut self, key: &str, value: &T) -> &mut Self {
+        value.write_json(self.key(key));
+        self
+    }
+
+    fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+        if let Some(value) = value {
+            self.str(key, value);
+        }
+        self
+    }
+
+    fn opt<T: WireJson>(&mut self, key: &str, value: Option<&T>) -> &mut Self {
+        if let Some(value) = value {
+            self.value(key, value);
+        }
+        self
+    }
+
+    fn serde<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> &mut Self {
+        serde(self.key(key), value);
+        self
+    }
+
+    fn end(&mut self) {
+        self.out.push(b'}');
+    }
+}
+
+impl WireJson for Timestamp {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self.canonical() {
+            Some(text) => {
+                out.push(b'"');
+                out.extend_from_slice(&text);
+                out.push(b'"');
+            }
+            None => serde(out, self),
+        }
+    }
+
+    fn read_json(r: &mut Reader<'_>) -> Option<Self> {
+        r.str()?.parse().ok()
+    }
+}
+
+impl WireJson for ActorKind {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        string(out, self.name());
+    }
+
+    fn read_json(r: &mut Reader<'_>) -> Option<Self> {
+        r.str()?.parse().ok()
+    }
+}
+
+impl WireJson for SubjectKind {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        string(out, self.name());
+    }
+
+    fn read_json(r: &mut Reader<'_>) -> Option<Self> {
+        r.str()?.parse().ok()
+    }
+}
+
+impl WireJson for Actor {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        Object::new(out)
+            .value("kind", &self.kind)
+            .str("id", &self.id)
+            .end();
+    }
+
+    fn read_json(r: &mut Reader<'_>) -> Option<Self> {
+        let (mut kind, mut id) = (None, None);
+        members!(r, {
+            "kind" => r.once(&mut kind, ActorKind::read_json),
+            "id" => r.once(&mut id, Reader::string),
+        });
+        Some(Actor {
+            kind: kind?,
+            id: id?,
+        })
+    }
+}
+
+impl WireJson for SubjectRef {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        Object::new(out)
+            .value("kind", &self.kind)
+            .str("id", &self.id)
+            .end();
+    }
+
+    fn read_json(r: &mut Reader<'_>) -> Option<Self> {
+        let (mut kind, mut id) = (None, None);
+        members!(r, {
+            "kind" => r.once(&mut kind, SubjectKind::read_json),
+            "id" => r.once(&mut id, Reader::string),
+        });
+        Some(SubjectRef {
+            kind: kind?,
+            id: id?,
+        })
+    }
+}
+
+impl WireJson for Lock {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        Object::new(out)
+            .opt_str("id", self.id.as_deref())
+            .str("kind", &self.kind)
+            .value("actor", &self.actor)
+            .str("reason", &self.reason)
+            .opt_str("message", self.message.as_deref())
+            .value("since", &self.since)
+            .opt("until", self.until.as_ref())
+            .end();
+    }
+
+    fn read_json(r: &mut Reader<'_>) -> Option<Self> {
+        let (mut id, mut kind, mut actor, mut reason) = (None, None, None, None);
+        let (mut message, mut since, mut until) = (None, None, None);
+        members!(r, {
+            "id" => r.optional(&mut id, Reader::string),
+            "kind" => r.once(&mut kind, Reader::string),
+            "actor" => r.once(&mut actor, Actor::read_json),
+            "reason" => r.once(&mut reason, Reader::string),
+            "message" => r.optional(&mut message, Reader::string),
+            "since" => r.once(&mut since, Timestamp::read_json),
+            "until" => r.optional(&mut until, Timestamp::read_json),
+        });
+        Some(Lock {
+            id: id.flatten(),
+            kind: kind?,
+            actor: actor?,
+            reason: reason?,
+            message: message.flatten(),
+            since: since?,
+            until: until.flatten(),
+        })
+    }
+}
+
+impl WireJson for Subject {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut object = Object::new(out);
+        object
+            .value("kind", &self.kind)
+            .str("id", &self.id)
+            .opt_str("status", self.status.as_deref());
+        if !self.switches.is_empty() {
+            object.serde("switches", &self.switches);
+        }
+        if !self.locks.is_empty() {
+            let out = object.key("locks");
+            list(out, &self.locks);
+        }
+        object.opt("parent", self.parent.as_deref());
+        if !self.children.is_empty() {
+            list(object.key("children"), &self.children);
+        }
+        if !self.attributes.is_empty() {
+            object.serde("attributes", &self.attributes);
+        }
+        object.end();
+    }
+
+    fn read_json(r: &mut Reader<'_>) -> Option<Self> {
+        if r.subjects >= MAX_SUBJECT_DEPTH {
+            return None;
+        }
+        r.subjects += 1;
+        let (mut kind, mut id, mut status, mut switches) = (None, None, None, None);
+        let (mut locks, mut parent, mut children, mut attributes) = (None, None, None, None);
+        members!(r, {
+            "kind" => r.once(&mut kind, SubjectKind::read_json),
+            "id" => r.once(&mut id, Reader::string),
+            "status" => r.optional(&mut status, Reader::string),
+            "switches" => r.once(&mut switches, Reader::switches),
+            "locks" => r.once(&mut locks, |r| r.vec(Lock::read_json)),
+            "parent" => r.optional(&mut parent, |r| Subject::read_json(r).map(Box::new)),
+            "children" => r.once(&mut children, |r| r.vec(SubjectRef::read_json)),
+            "attributes" => r.once(&mut attributes, Reader::serde),
+        });
+        r.subjects -= 1;
+        Some(Subject {
+            kind: kind?,
+            id: id?,
+            status: status.flatten(),
+            switches: switches.unwrap_or_default(),
+            locks: locks.unwrap_or_default(),
+            parent: parent.flatten(),
+            children: children.unwrap_or_default(),
+            attributes: attributes.unwrap_or_default(),
+        })
+    }
+}
+
+fn list<T: WireJson>(out: &mut Vec<u8>, items: &[T]) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        item.write_json(out);
+    }
+    out.push(b']');
+}
+
+impl WireJson for AuthorizeInput {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut object = Object::new(out);
+        object
+            .str("action", &self.action)
+            .value("actor", &self.actor)
+            .value("subject", &self.subject);
+        if !self.acknowledgements.is_empty() {
+            object.serde("acknowledgements", &self.acknowledgements);
+        }
+        if !self.params.is_null() {
+            object.serde("params", &self.params);
+        }
+        object.end();
+    }
+
+    fn read_json(r: &mut Reader<'_>) -> Option<Self> {
+        let (mut action, mut actor, mut subject) = (None, None, None);
+        let (mut acknowledgements, mut params) = (None, None);
+        members!(r, {
+            "action" => r.once(&mut action, Reader::string),
+            "actor" => r.once(&mut actor, Actor::read_json),
+            "subject" => r.once(&mut subject, Subject::read_json),
+            "acknowledgements" => r.once(&mut acknowledgements, |r| r.vec(Reader::string)),
+            "params" => r.once(&mut params, Reader::serde),
+        });
+        Some(AuthorizeInput {
+            action: action?,
+            actor: actor?,
+            subject: subject?,
+            acknowledgements: acknowledgements.unwrap_or_default(),
+            params: params.unwrap_or_default(),
+        })
+    }
+}
+
+impl WireJson for Acknowledgement {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        Object::new(out)
+            .str("code", &self.code)
+            .str("reason", &self.reason)
+            .end();
+    }
+
+    fn read_json(r: &mut Reader<'_>) -> Option<Self> {
+        let (mut code, mut reason) = (None, None);
+        members!(r, {
+            "code" => r.once(&mut code, Reader::string),
+            "reason" => r.once(&mut reason, Reader::string),
+        });
+        Some(Acknowledgement {
+            code: code?,
+            reason: reason?,
+        })
+    }
+}
+
+impl WireJson for AuthorizeDecision {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            AuthorizeDecision::Allow => out.extend_from_slice(b"{\"decision\":\"allow\"}"),
+            AuthorizeDecision::Deny { code, reason } => Object::new(out)
+                .str("decision", "deny")
+                .str("code", code)
+                .str("reason", reason)
+                .end(),
+            AuthorizeDecision::NeedsConfirmation { required } => {
+                let mut object = Object::new(out);
+                object.str("decision", "needs_confirmation");
+                list(object.key("required"), required);
+                object.end();
+            }
+        }
+    }
+
+    /// The tag must come first; serde reads it anywhere.
+    fn read_json(r: &mut Reader<'_>) -> Option<Self> {
+        r.eat(b'{')?;
+        if r.key()? != "decision" {
+            return None;
+        }
+        match r.str()? {
+            // Nothing may follow the tag.
+            "allow" => (!r.next_member()?).then_some(AuthorizeDecision::Allow),
+            "deny" => {
+                let (mut code, mut reason) = (None, None);
+                members!(r, after_first, {
+                    "code" => r.once(&mut code, Reader::string),
+                    "reason" => r.once(&mut reason, Reader::string),
+                });
+                Some(AuthorizeDecision::Deny {
+                    code: code?,
+                    reason: reason?,
+                })
+            }
+            "needs_confirmation" => {
+                let mut required = None;
+                members!(r, after_first, {
+                    "required" => r.once(&mut required, |r| r.vec(Acknowledgement::read_json)),
+                });
+                Some(AuthorizeDecision::NeedsConfirmation {
+                    required: required?,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+// The other hooks' types go through serde: they are not on the path of
+// every decision.
+impl WireJson for () {}
+impl WireJson for Value {}
+impl WireJson for SettingsVerdict {}
+impl WireJson for BillingInput {}
+impl WireJson for BillingDecision {}
+impl WireJson for TransitionInput {}
+impl WireJson for TransitionDecision {}
+impl WireJson for Effect {}
+impl WireJson for Period {}
+impl WireJson for Cycle {}
+impl WireJson for CycleUnit {}
+impl WireJson for Trigger {}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Debug;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().expect("a valid time")
+    }
+
+    fn lock(id: Option<&str>, message: Option<&str>, until: Option<&str>) -> Lock {
+        Lock {
+            id: id.map(str::to_owned),
+            kind: "full".into(),
+            actor: Actor::staff("anna"),
+            reason: "payment_default".into(),
+            message: message.map(str::to_owned),
+            since: at("2026-11-01T00:00:00Z"),
+            until: until.map(at),
+        }
+    }
+
+    /// Subjects from the bare minimum to every field set.
+    fn subjects() -> Vec<Subject> {
+        let bare = Subject::new(SubjectKind::Invoice, "i-1");
+        let mut customer = Subject::new(SubjectKind::Customer, "c-1");
+        customer.status = Some("active".into());
+        customer.locks = vec![
+            lock(Some("l-1"), None, None),
+            lock(
+                None,
+                Some("Zahlung ausstehend, bitte melden"),
+                Some("2026-12-01T00:00:00Z"),
+            ),
+        ];
+        customer.children = vec![
+            SubjectRef::new(SubjectKind::Contract, "k-1"),
+            SubjectRef::new(SubjectKind::Contract, "k-2"),
+        ];
+        customer.attributes = json!({"invoices": 3, "payments": 0.5, "tags": ["a", {"b": null}]})
+            .as_object()
+            .cloned()
+            .expect("an object");
+        let mut contract = Subject::new(SubjectKind::Contract, "k-1");
+        contract.switches = [
+            ("automatic_billing".to_owned(), true),
+            ("x".to_owned(), false),
+        ]
+        .into_iter()
+        .collect();
+        contract.parent = Some(Box::new(customer));
+        let mut odd = Subject::new(
+            SubjectKind::Case,
+            "ä \"quoted\" \\ tab\t nl\n \u{1} \u{7f} /",
+        );
+        odd.locks = vec![lock(Some("\u{8}\u{c}\r"), Some("line one\nline two"), None)];
+        odd.locks[0].since = at("2026-11-22T15:05:09.5+01:00");
+        vec![bare, contract, odd]
+    }
+
+    fn inputs() -> Vec<AuthorizeInput> {
+        subjects()
+            .into_iter()
+            .map(|subject| AuthorizeInput {
+                action: "change_contract".into(),
+                actor: Actor::self_service("c-1"),
+                subject,
+                acknowledgements: vec![],
+                params: Value::Null,
+            })
+            .chain([AuthorizeInput {
+                action: "deactivate_case".into(),
+                actor: Actor::system("scheduler"),
+                subject: Subject::new(SubjectKind::Case, "f-1"),
+                acknowledgements: vec!["open_invoices_locked".into()],
+                params: json!({"reason": "paid", "amount": 12.5}),
+            }])
+            .collect()
+    }
+
+    fn decisions() -> Vec<AuthorizeDecision> {
+        vec![
+            AuthorizeDecision::Allow,
+            AuthorizeDecision::deny("customer_locked", "`x` is refused (lock by \"anna\")\n"),
+            AuthorizeDecision::NeedsConfirmation {
+                required: vec![Acknowledgement {
+                    code: "open_invoices".into(),
+                    reason: "die offenen Rechnungen werden gesperrt".into(),
+                }],
+            },
+            AuthorizeDecision::NeedsConfirmation { required: vec![] },
+        ]
+    }
+
+    /// Writes `value` by hand and through serde, expects the same bytes,
+    /// and reads them back both ways.
+    fn same_as_serde<T: WireJson + PartialEq + Debug>(value: &T) {
+        let mut ours = Vec::new();
+        to_writer(&mut ours, value);
+        let theirs = serde_json::to_vec(value).expect("serializes");
+        let text = String::from_utf8(theirs).expect("UTF-8");
+        assert_eq!(String::from_utf8_lossy(&ours), text);
+        assert_eq!(&from_str::<T>(&text).expect("reads back"), value);
+        let pretty = serde_json::to_string_pretty(value).expect("serializes");
+        assert_eq!(
+            &from_str::<T>(&pretty).expect("reads back"),
+            value,
+            "{pretty}"
+        );
+    }
+
+    /// Whether `text` took the fast path, not serde.
+    fn fast_reads<T: WireJson>(text: &str) -> bool {
+        fast(text, T::read_json).is_some()
+    }
+
+    #[test]
+    fn hand_written_json_is_byte_for_byte_serdes() {
+        for subject in subjects() {
+            same_as_serde(&subject);
+        }
+        for input in inputs() {
+            same_as_serde(&input);
+        }
+        for decision in decisions() {
+            same_as_serde(&decision);
+            let reply = Reply::Ok(decision);
+            assert_eq!(reply_to_vec(&reply), serde_json::to_vec(&reply).unwrap());
+            let text = serde_json::to_string(&reply).unwrap();
+            assert_eq!(read_reply::<AuthorizeDecision>(&text).unwrap(), reply);
+        }
+        let error = Reply::<AuthorizeDecision>::Error("cannot read `x`: \"y\"".into());
+        assert_eq!(reply_to_vec(&error), serde_json::to_vec(&error).unwrap());
+    }
+
+    #[test]
+    fn the_fast_path_reads_what_carries_no_escapes() {
+        let [bare, contract, odd] = subjects().try_into().expect("three subjects");
+        for subject in [&bare, &contract] {
+            let text = serde_json::to_string(subject).unwrap();
+            assert!(fast_reads::<Subject>(&text), "{text}");
+            let pretty = serde_json::to_string_pretty(subject).unwrap();
+            assert!(fast_reads::<Subject>(&pretty), "{pretty}");
+        }
+        // Escapes are serde's to read.
+        assert!(!fast_reads::<Subject>(
+            &serde_json::to_string(&odd).unwrap()
+        ));
+        for decision in &decisions()[..3] {
+            let text = serde_json::to_string(&Reply::Ok(decision)).unwrap();
+            assert_eq!(
+                fast(&text, |r| {
+                    let mut reply = None;
+                    members!(r, { "ok" => r.once(&mut reply, AuthorizeDecision::read_json) });
+                    reply
+                })
+                .is_some(),
+                !text.contains("\\\""),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn envelopes_are_written_and_read_as_serde_does() {
+        let settings = r#"{"allowed_while_locked":["end_contract"]}"#;
+        for input in inputs() {
+            let mut ours = Vec::new();
+            write_envelope(&mut ours, at("2026-11-22T10:00:00Z"), settings, &input);
+            let raw = serde_json::value::RawValue::from_string(settings.to_owned()).unwrap();
+            let envelope = Envelope {
+                now: at("2026-11-22T10:00:00Z"),
+                settings: &*raw,
+                input: &input,
+            };
+            let theirs = serde_json::to_vec(&envelope).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs)
+            );
+            let text = std::str::from_utf8(&ours).unwrap();
+            let read = read_envelope::<Value, AuthorizeInput>(text).unwrap();
+            assert_eq!(read.input, input);
+            assert_eq!(
+                read.settings,
+                json!({"allowed_while_locked": ["end_contract"]})
+            );
+        }
+    }
+
+    /// Reads `text` both ways: the same value, or the same error message.
+    fn agrees<T: WireJson + PartialEq + Debug>(text: &str) {
+        let ours = from_str::<T>(text).map_err(|e| e.to_string());
+        let theirs = serde_json::from_str::<T>(text).map_err(|e| e.to_string());
+        assert_eq!(ours, theirs, "{text}");
+    }
+
+    #[test]
+    fn what_the_fast_path_leaves_serde_accepts_or_refuses_as_before() {
+        let lock = r#""locks":[{"kind":"full","actor":{"kind":"staff","id":"anna"},"reason":"r","since":"2026-11-01T00:00:00Z"}]"#;
+        for text in [
+            // Refused by serde: each error message is serde's.
+            r#"{"kind":"contract"}"#.to_owned(),
+            r#"{"kind":"contract","id":"k-1","id":"k-2"}"#.to_owned(),
+            r#"{"kind":"contract","id":null}"#.to_owned(),
+            r#"{"kind":"contract","id":"k-1","locks":null}"#.to_owned(),
+            r#"{"kind":"contract","id":"k-1","switches":{"a":1}}"#.to_owned(),
+            r#"{"kind":"tenant","id":"k-1"}"#.to_owned(),
+            r#"{"kind":"contract","id":"k-1"} x"#.to_owned(),
+            r#"{"kind":"contract","id":"k-1",}"#.to_owned(),
+            r#"{"kind":"contract","id":"k-1""#.to_owned(),
+            r#"{"kind":"contract","id":"k-1","attributes":{"a":01}}"#.to_owned(),
+            r#"{"kind":"contract","id":"k-1","attributes":[1]}"#.to_owned(),
+            r#"{"kind":"contract","id":"k-1","status":"a\qb"}"#.to_owned(),
+            format!(
+                r#"{{"kind":"contract","id":"k-1",{}}}"#,
+                lock.replace("2026-11-01", "2026-13-01")
+            ),
+            "{\"kind\":\"contract\",\"id\":\"k\u{1}\"}".to_owned(),
+            // Accepted by serde, though not on the fast path.
+            r#"{"kind":"contract","id":"k\"1","unknown":{"a":[1,2]}}"#.to_owned(),
+            r#"{"kind":"contract","id":"k-1","status":"\u00e4nderung"}"#.to_owned(),
+            r#"["contract","k-1"]"#.to_owned(),
+            // Accepted on the fast path.
+            format!(
+                r#" {{ "id" : "k-1" , "kind" : "contract" , "status" : null, "parent": null, {lock} }} "#
+            ),
+            r#"{"kind":"contract","id":"k-1","switches":{"a":true,"a":false}}"#.to_owned(),
+            r#"{"kind":"contract","id":"k-1","attributes":{"n":-1.5e3,"t":true,"s":"x,y}"}}"#
+                .to_owned(),
+        ] {
+            agrees::<Subject>(&text);
+        }
+        for text in [
+            r#"{"action":"a","actor":{"kind":"staff","id":"x"},"subject":{"kind":"case","id":"f"},"params":null}"#,
+            r#"{"action":"a","actor":{"kind":"staff","id":"x"},"subject":{"kind":"case","id":"f"},"params":[1,{"a":"]"}]}"#,
+            r#"{"action":"a","actor":{"kind":"staff","id":"x"},"subject":{"kind":"case","id":"f"},"acknowledgements":null}"#,
+            r#"{"action":"a","actor":{"kind":"staff","id":"x"},"subject":{"kind":"case","id":"f"},"params":1 2}"#,
+        ] {
+            agrees::<AuthorizeInput>(text);
+        }
+        for text in [
+            r#"{"ok":{"decision":"allow"}}"#,
+            r#"{"ok":{"decision":"allow","extra":1}}"#,
+            r#"{"ok":{"code":"c","decision":"deny","reason":"r"}}"#,
+            r#"{"ok":{"decision":"deny","code":"c"}}"#,
+            r#"{"ok":{"decision":"maybe"}}"#,
+            r#"{"ok":{"decision":"allow"},"error":"both"}"#,
+            r#"{"error":"cannot read"}"#,
+            r#"{"error":"cannot \"read\""}"#,
+            r#"{}"#,
+            r#"{"ok":{"decision":"needs_confirmation","required":[{"code":"c","reason":"r"}]}}"#,
+        ] {
+            let ours = read_reply::<AuthorizeDecision>(text).map_err(|e| e.to_string());
+            let theirs =
+                serde_json::from_str::<Reply<AuthorizeDecision>>(text).map_err(|e| e.to_string());
+            assert_eq!(ours, theirs, "{text}");
+        }
+    }
+
+    #[test]
+    fn subjects_nested_deeper_than_the_fast_path_goes_are_read_by_serde() {
+        let mut subject = Subject::new(SubjectKind::Invoice, "i-0");
+        for i in 1..40 {
+            let mut child = Subject::new(SubjectKind::Invoice, format!("i-{i}"));
+            child.parent = Some(Box::new(subject));
+            subject = child;
+        }
+        let text = serde_json::to_string(&subject).unwrap();
+        assert!(!fast_reads::<Subject>(&text));
+        assert_eq!(from_str::<Subject>(&text).unwrap(), subject);
+    }
+}
