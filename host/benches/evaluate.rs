@@ -30,13 +30,12 @@ use cedar_policy::{
 };
 use criterion::Criterion;
 use rulehost::wire::{
-    Actor, Authorize, AuthorizeDecision, AuthorizeInput, Envelope, Hook, Lock, Reply, Subject,
-    SubjectKind, Timestamp,
+    Actor, Authorize, AuthorizeDecision, AuthorizeInput, Hook, Lock, Reply, Subject, SubjectKind,
+    Timestamp, json,
 };
 use rulehost::{Engine, EngineConfig, Isolation, PolicyId, PolicySet, Settings};
 use rulehost_policy_subscription::Subscription;
 use rulehost_sdk::{Context, Policy};
-use serde_json::value::RawValue;
 
 const WAYS: [&str; 7] = [
     "wasm_fresh",
@@ -109,16 +108,14 @@ fn load(isolation: Isolation, name: &str, module: &[u8]) -> PolicySet {
 }
 
 /// The native policy called exactly as the host calls the wasm one: encode
-/// the envelope, run the policy's JSON entry point, decode the reply.
-fn native_json(input: &AuthorizeInput, settings: &RawValue) -> AuthorizeDecision {
-    let envelope = serde_json::to_vec(&Envelope {
-        now: now(),
-        settings,
-        input,
-    })
-    .expect("encode");
+/// the envelope, run the policy's JSON entry point, decode the reply, with
+/// the JSON code the host uses.
+fn native_json(input: &AuthorizeInput, settings: &str) -> AuthorizeDecision {
+    let mut envelope = Vec::with_capacity(512);
+    json::write_envelope(&mut envelope, now(), settings, input);
     let reply = rulehost_sdk::handle_json::<Subscription>(Hook::Authorize, &envelope);
-    match serde_json::from_slice::<Reply<AuthorizeDecision>>(&reply).expect("decode") {
+    let reply = std::str::from_utf8(&reply).expect("UTF-8");
+    match json::read_reply::<AuthorizeDecision>(reply).expect("decode") {
         Reply::Ok(decision) => decision,
         Reply::Error(message) => panic!("{message}"),
     }
@@ -190,7 +187,6 @@ fn main() {
         (WAYS[6], load(Isolation::Reuse, "floor", floor), false),
     ];
     let settings = Settings::empty();
-    let raw_settings = RawValue::from_string("{}".to_owned()).expect("json");
     let ctx = Context {
         now: now(),
         settings: rulehost_policy_subscription::Settings::default(),
@@ -215,7 +211,7 @@ fn main() {
                 assert!(evaluation.decision.is_allow(), "{name}: {way}");
             }
         }
-        check(&native_json(&input, &raw_settings));
+        check(&native_json(&input, "{}"));
         check(&Subscription::authorize(&ctx, &input));
         assert_eq!(cedar.is_allowed(&input), allowed, "{name}: cedar");
 
@@ -223,9 +219,7 @@ fn main() {
         for (way, policy, _) in &through_host {
             group.bench_function(*way, |b| b.iter(|| evaluate(policy)));
         }
-        group.bench_function(WAYS[2], |b| {
-            b.iter(|| native_json(black_box(&input), &raw_settings))
-        });
+        group.bench_function(WAYS[2], |b| b.iter(|| native_json(black_box(&input), "{}")));
         group.bench_function(WAYS[3], |b| {
             b.iter(|| Subscription::authorize(&ctx, black_box(&input)))
         });

@@ -2,17 +2,41 @@
 //! each feeds arbitrary bytes to one of the host's decoders, which must
 //! answer an error, never panic. Not part of the stable API.
 
+use std::fmt::Debug;
+
+use rulehost_sdk::wire::json;
 use rulehost_sdk::wire::{
-    Actor, AuthorizeDecision, BillingDecision, SettingsVerdict, TransitionDecision,
+    Actor, AuthorizeDecision, AuthorizeInput, BillingDecision, Envelope, Reply, SettingsVerdict,
+    TransitionDecision,
 };
+use serde_json::Value;
 
 use crate::effects::Plan;
 use crate::import::{ImportFormat, parse};
 use crate::policy::decode;
 
 /// A policy's reply as each hook's output; an `apply` decision's effects
-/// are planned as the host would apply them.
+/// are planned as the host would apply them. The hand-written JSON of the
+/// wire types must read every text exactly as serde does: a difference
+/// panics.
 pub fn policy_output(bytes: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        same_as_serde(
+            json::read_reply::<AuthorizeDecision>(text),
+            serde_json::from_str::<Reply<AuthorizeDecision>>(text),
+            text,
+        );
+        same_as_serde(
+            json::from_str::<AuthorizeInput>(text),
+            serde_json::from_str(text),
+            text,
+        );
+        same_as_serde(
+            json::read_envelope::<Value, AuthorizeInput>(text),
+            serde_json::from_str::<Envelope<Value, AuthorizeInput>>(text),
+            text,
+        );
+    }
     let _ = decode::<AuthorizeDecision>(bytes);
     let _ = decode::<BillingDecision>(bytes);
     let _ = decode::<SettingsVerdict>(bytes);
@@ -33,4 +57,20 @@ pub fn import_file(bytes: &[u8]) {
         let _ = parse(text, ImportFormat::JsonLines);
         let _ = parse(text, ImportFormat::Csv);
     }
+}
+
+/// Panics unless both reads gave the same value or the same error message.
+fn same_as_serde<T: PartialEq + Debug>(
+    ours: Result<T, serde_json::Error>,
+    serdes: Result<T, serde_json::Error>,
+    text: &str,
+) {
+    let (ours, serdes) = (
+        ours.map_err(|e| e.to_string()),
+        serdes.map_err(|e| e.to_string()),
+    );
+    assert_eq!(
+        ours, serdes,
+        "the fast JSON path and serde differ on {text:?}"
+    );
 }

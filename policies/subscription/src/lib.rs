@@ -5,8 +5,6 @@
 //! runs. The contract actions that stay possible are configurable and default
 //! to the four the product allows (SUB-4).
 
-use std::fmt::Write as _;
-
 use rulehost_sdk::periods::due_periods;
 use rulehost_sdk::settings::{list_errors, verdict};
 use rulehost_sdk::wire::{
@@ -359,10 +357,10 @@ fn write_lock(out: &mut String, lock: &Lock) {
     ] {
         out.push_str(part);
     }
-    // Writing to a String cannot fail.
-    let _ = write!(out, "{}", lock.since);
+    lock.since.push_to(out);
     if let Some(until) = lock.until {
-        let _ = write!(out, " until {until}");
+        out.push_str(" until ");
+        until.push_to(out);
     }
 }
 
