@@ -45,22 +45,35 @@ macro_rules! members {
     ($r:ident, { $($key:literal => $read:expr),* $(,)? }) => {
         $r.eat(b'{')?;
         if $r.eat(b'}').is_none() {
-            members!(@each $r, { $($key => $read),* });
+            members!(@in_order $r, { $($key => $read),* });
         }
     };
     ($r:ident, after_first, { $($key:literal => $read:expr),* $(,)? }) => {
         if $r.next_member()? {
-            members!(@each $r, { $($key => $read),* });
+            members!(@in_order $r, { $($key => $read),* });
         }
     };
-    (@each $r:ident, { $($key:literal => $read:expr),* }) => {
-        loop {
-            match $r.key()? {
-                $($key => $read?,)*
-                _ => return None,
-            }
-            if !$r.next_member()? {
-                break;
+    // The members in the order the host writes them, each key compared in
+    // place; what is left (another order, an unknown key) goes through the
+    // general loop.
+    (@in_order $r:ident, { $($key:literal => $read:expr),* }) => {
+        'members: {
+            $(
+                if $r.expect_key($key) {
+                    $read?;
+                    if !$r.next_member()? {
+                        break 'members;
+                    }
+                }
+            )*
+            loop {
+                match $r.key()? {
+                    $($key => $read?,)*
+                    _ => return None,
+                }
+                if !$r.next_member()? {
+                    break;
+                }
             }
         }
     };
@@ -265,6 +278,21 @@ impl<'a> Reader<'a> {
             }
             _ => None,
         }
+    }
+
+    /// Consumes `"key":` when it comes next, exactly so.
+    #[inline(always)]
+    fn expect_key(&mut self, key: &str) -> bool {
+        let (n, rest) = (key.len(), &self.bytes()[self.at..]);
+        let found = rest.len() > n + 2
+            && rest[0] == b'"'
+            && &rest[1..=n] == key.as_bytes()
+            && rest[n + 1] == b'"'
+            && rest[n + 2] == b':';
+        if found {
+            self.at += n + 3;
+        }
+        found
     }
 
     /// A member's key and the colon after it.
@@ -1018,6 +1046,7 @@ mod tests {
             r#"{"kind":"tenant","id":"k-1"}"#.to_owned(),
             r#"{"kind":"contract","id":"k-1"} x"#.to_owned(),
             r#"{"kind":"contract","id":"k-1",}"#.to_owned(),
+            r#"{"kind";"contract","id":"k-1"}"#.to_owned(),
             r#"{"kind":"contract","id":"k-1""#.to_owned(),
             r#"{"kind":"contract","id":"k-1","attributes":{"a":01}}"#.to_owned(),
             r#"{"kind":"contract","id":"k-1","attributes":[1]}"#.to_owned(),
@@ -1031,7 +1060,8 @@ mod tests {
             r#"{"kind":"contract","id":"k\"1","unknown":{"a":[1,2]}}"#.to_owned(),
             r#"{"kind":"contract","id":"k-1","status":"\u00e4nderung"}"#.to_owned(),
             r#"["contract","k-1"]"#.to_owned(),
-            // Accepted on the fast path.
+            // Accepted on the fast path, in the host's order or another.
+            r#"{"id":"k-1","kind":"contract","parent":{"parent":null,"id":"c-1","kind":"customer"}}"#.to_owned(),
             format!(
                 r#" {{ "id" : "k-1" , "kind" : "contract" , "status" : null, "parent": null, {lock} }} "#
             ),
