@@ -112,7 +112,7 @@ fn load(isolation: Isolation, name: &str, module: &[u8]) -> PolicySet {
 /// the JSON code the host uses.
 fn native_json(input: &AuthorizeInput, settings: &str) -> AuthorizeDecision {
     let mut envelope = Vec::with_capacity(512);
-    json::write_envelope(&mut envelope, now(), settings, input);
+    json::write_envelope(&mut envelope, now(), settings, input).expect("encode");
     let reply = rulehost_sdk::handle_json::<Subscription>(Hook::Authorize, &envelope);
     let reply = std::str::from_utf8(&reply).expect("UTF-8");
     match json::read_reply::<AuthorizeDecision>(reply).expect("decode") {

@@ -562,7 +562,11 @@ pub(crate) fn encode_envelope<I: WireJson>(
     input: &I,
 ) -> Vec<u8> {
     let mut buffer = Vec::with_capacity(512);
-    json::write_envelope(&mut buffer, now, settings.as_raw().get(), input);
+    // Writing to a Vec cannot fail; the wire types fail only on a time
+    // RFC 3339 cannot express (a negative year), which no time the API or
+    // the store reads can be.
+    json::write_envelope(&mut buffer, now, settings.as_raw().get(), input)
+        .expect("wire types serialize to JSON");
     buffer
 }
 

@@ -79,13 +79,17 @@ macro_rules! members {
     };
 }
 
+/// What writing a value gives: serde's error when serde would fail (a
+/// timestamp RFC 3339 cannot express, such as one in a negative year).
+pub type Written = Result<(), serde_json::Error>;
+
 /// A wire type's JSON form. The provided methods go through serde; the
 /// types on the path of every decision override them by hand.
 pub trait WireJson: Serialize + DeserializeOwned {
     /// Appends the value's JSON to `out`, byte for byte what serde writes.
     #[doc(hidden)]
-    fn write_json(&self, out: &mut Vec<u8>) {
-        serde(out, self);
+    fn write_json(&self, out: &mut Vec<u8>) -> Written {
+        serde_json::to_writer(out, self)
     }
 
     /// Reads the value at the reader's position; `None` sends the whole
@@ -97,8 +101,12 @@ pub trait WireJson: Serialize + DeserializeOwned {
 }
 
 /// Appends `value`'s JSON to `out`: the bytes `serde_json::to_writer` writes.
-pub fn to_writer<T: WireJson>(out: &mut Vec<u8>, value: &T) {
-    value.write_json(out);
+///
+/// # Errors
+///
+/// serde's error where serde fails; `out` then holds part of the value.
+pub fn to_writer<T: WireJson>(out: &mut Vec<u8>, value: &T) -> Written {
+    value.write_json(out)
 }
 
 /// Reads a `T` from JSON `text`, as `serde_json::from_str` does.
@@ -111,14 +119,24 @@ pub fn from_str<T: WireJson>(text: &str) -> Result<T, serde_json::Error> {
 }
 
 /// Appends an envelope to `out`; `settings` is JSON text already.
-pub fn write_envelope<I: WireJson>(out: &mut Vec<u8>, now: Timestamp, settings: &str, input: &I) {
+///
+/// # Errors
+///
+/// As [`to_writer`].
+pub fn write_envelope<I: WireJson>(
+    out: &mut Vec<u8>,
+    now: Timestamp,
+    settings: &str,
+    input: &I,
+) -> Written {
     out.extend_from_slice(b"{\"now\":");
-    now.write_json(out);
+    now.write_json(out)?;
     out.extend_from_slice(b",\"settings\":");
     out.extend_from_slice(settings.as_bytes());
     out.extend_from_slice(b",\"input\":");
-    input.write_json(out);
+    input.write_json(out)?;
     out.push(b'}');
+    Ok(())
 }
 
 /// Reads an envelope, as `serde_json::from_str::<Envelope<S, I>>` does.
@@ -145,18 +163,25 @@ pub fn read_envelope<S: DeserializeOwned, I: WireJson>(
     fast(text, read).map_or_else(|| serde_json::from_str(text), Ok)
 }
 
-/// The JSON of a reply, as `serde_json::to_vec` writes it.
+/// The JSON of a reply, as `serde_json::to_vec` writes it; an `error`
+/// reply saying why when the output cannot be written.
 pub fn reply_to_vec<T: WireJson>(reply: &Reply<T>) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
-    match reply {
+    let written = match reply {
         Reply::Ok(output) => {
             out.extend_from_slice(b"{\"ok\":");
-            output.write_json(&mut out);
+            output.write_json(&mut out)
         }
         Reply::Error(message) => {
             out.extend_from_slice(b"{\"error\":");
             string(&mut out, message);
+            Ok(())
         }
+    };
+    if let Err(error) = written {
+        out.clear();
+        out.extend_from_slice(b"{\"error\":");
+        string(&mut out, &format!("cannot encode reply: {error}"));
     }
     out.push(b'}');
     out
@@ -414,11 +439,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn serde<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    // Writing to a Vec cannot fail, and the wire types always serialize.
-    serde_json::to_writer(out, value).expect("wire types serialize to JSON");
-}
-
 /// How many bytes at the start of `bytes` stand in a JSON string as they
 /// are: neither `"`, `\` nor a control character. Eight at a time.
 #[inline(always)]
@@ -478,17 +498,30 @@ fn string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
-/// Writes an object's fields, each after a comma but the first.
+/// Writes an object's fields, each after a comma but the first, and keeps
+/// the first error of a field's value for [`Object::end`].
 struct Object<'o> {
     out: &'o mut Vec<u8>,
     first: bool,
+    written: Written,
 }
 
 impl<'o> Object<'o> {
     #[inline]
     fn new(out: &'o mut Vec<u8>) -> Self {
         out.push(b'{');
-        Object { out, first: true }
+        Object {
+            out,
+            first: true,
+            written: Ok(()),
+        }
+    }
+
+    fn note(&mut self, written: Written) -> &mut Self {
+        if self.written.is_ok() {
+            self.written = written;
+        }
+        self
     }
 
     #[inline]
@@ -510,8 +543,8 @@ impl<'o> Object<'o> {
 
     #[inline]
     fn value<T: WireJson>(&mut self, key: &str, value: &T) -> &mut Self {
-        value.write_json(self.key(key));
-        self
+        let written = value.write_json(self.key(key));
+        self.note(written)
     }
 
     fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
@@ -528,26 +561,40 @@ impl<'o> Object<'o> {
         self
     }
 
-    fn serde<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> &mut Self {
-        serde(self.key(key), value);
-        self
+    fn serde<T: Serialize>(&mut self, key: &str, value: &T) -> &mut Self {
+        let written = serde_json::to_writer(&mut *self.key(key), value);
+        self.note(written)
     }
 
-    fn end(&mut self) {
+    fn list<T: WireJson>(&mut self, key: &str, items: &[T]) -> &mut Self {
+        let out = self.key(key);
+        out.push(b'[');
+        let mut written = Ok(());
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            written = written.and(item.write_json(out));
+        }
+        out.push(b']');
+        self.note(written)
+    }
+
+    fn end(&mut self) -> Written {
         self.out.push(b'}');
+        std::mem::replace(&mut self.written, Ok(()))
     }
 }
 
 impl WireJson for Timestamp {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        match self.canonical() {
-            Some(text) => {
-                out.push(b'"');
-                out.extend_from_slice(&text);
-                out.push(b'"');
-            }
-            None => serde(out, self),
-        }
+    fn write_json(&self, out: &mut Vec<u8>) -> Written {
+        let Some(text) = self.canonical() else {
+            return serde_json::to_writer(out, self);
+        };
+        out.push(b'"');
+        out.extend_from_slice(&text);
+        out.push(b'"');
+        Ok(())
     }
 
     fn read_json(r: &mut Reader<'_>) -> Option<Self> {
@@ -559,8 +606,9 @@ impl WireJson for Timestamp {
 macro_rules! kind_by_name {
     ($($kind:ty),*) => {$(
         impl WireJson for $kind {
-            fn write_json(&self, out: &mut Vec<u8>) {
+            fn write_json(&self, out: &mut Vec<u8>) -> Written {
                 string(out, self.name());
+                Ok(())
             }
 
             fn read_json(r: &mut Reader<'_>) -> Option<Self> {
@@ -574,8 +622,8 @@ kind_by_name!(ActorKind, SubjectKind);
 
 /// `{"kind": ..., "id": ...}`: the shape of an actor and of a subject
 /// reference.
-fn write_kind_and_id<K: WireJson>(out: &mut Vec<u8>, kind: &K, id: &str) {
-    Object::new(out).value("kind", kind).str("id", id).end();
+fn write_kind_and_id<K: WireJson>(out: &mut Vec<u8>, kind: &K, id: &str) -> Written {
+    Object::new(out).value("kind", kind).str("id", id).end()
 }
 
 fn read_kind_and_id<K: WireJson>(r: &mut Reader<'_>) -> Option<(K, String)> {
@@ -588,8 +636,8 @@ fn read_kind_and_id<K: WireJson>(r: &mut Reader<'_>) -> Option<(K, String)> {
 }
 
 impl WireJson for Actor {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        write_kind_and_id(out, &self.kind, &self.id);
+    fn write_json(&self, out: &mut Vec<u8>) -> Written {
+        write_kind_and_id(out, &self.kind, &self.id)
     }
 
     fn read_json(r: &mut Reader<'_>) -> Option<Self> {
@@ -598,8 +646,8 @@ impl WireJson for Actor {
 }
 
 impl WireJson for SubjectRef {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        write_kind_and_id(out, &self.kind, &self.id);
+    fn write_json(&self, out: &mut Vec<u8>) -> Written {
+        write_kind_and_id(out, &self.kind, &self.id)
     }
 
     fn read_json(r: &mut Reader<'_>) -> Option<Self> {
@@ -608,7 +656,7 @@ impl WireJson for SubjectRef {
 }
 
 impl WireJson for Lock {
-    fn write_json(&self, out: &mut Vec<u8>) {
+    fn write_json(&self, out: &mut Vec<u8>) -> Written {
         Object::new(out)
             .opt_str("id", self.id.as_deref())
             .str("kind", &self.kind)
@@ -617,7 +665,7 @@ impl WireJson for Lock {
             .opt_str("message", self.message.as_deref())
             .value("since", &self.since)
             .opt("until", self.until.as_ref())
-            .end();
+            .end()
     }
 
     fn read_json(r: &mut Reader<'_>) -> Option<Self> {
@@ -645,7 +693,7 @@ impl WireJson for Lock {
 }
 
 impl WireJson for Subject {
-    fn write_json(&self, out: &mut Vec<u8>) {
+    fn write_json(&self, out: &mut Vec<u8>) -> Written {
         let mut object = Object::new(out);
         object
             .value("kind", &self.kind)
@@ -655,17 +703,16 @@ impl WireJson for Subject {
             object.serde("switches", &self.switches);
         }
         if !self.locks.is_empty() {
-            let out = object.key("locks");
-            list(out, &self.locks);
+            object.list("locks", &self.locks);
         }
         object.opt("parent", self.parent.as_deref());
         if !self.children.is_empty() {
-            list(object.key("children"), &self.children);
+            object.list("children", &self.children);
         }
         if !self.attributes.is_empty() {
             object.serde("attributes", &self.attributes);
         }
-        object.end();
+        object.end()
     }
 
     fn read_json(r: &mut Reader<'_>) -> Option<Self> {
@@ -699,19 +746,8 @@ impl WireJson for Subject {
     }
 }
 
-fn list<T: WireJson>(out: &mut Vec<u8>, items: &[T]) {
-    out.push(b'[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        item.write_json(out);
-    }
-    out.push(b']');
-}
-
 impl WireJson for AuthorizeInput {
-    fn write_json(&self, out: &mut Vec<u8>) {
+    fn write_json(&self, out: &mut Vec<u8>) -> Written {
         let mut object = Object::new(out);
         object
             .str("action", &self.action)
@@ -723,7 +759,7 @@ impl WireJson for AuthorizeInput {
         if !self.params.is_null() {
             object.serde("params", &self.params);
         }
-        object.end();
+        object.end()
     }
 
     fn read_json(r: &mut Reader<'_>) -> Option<Self> {
@@ -747,11 +783,11 @@ impl WireJson for AuthorizeInput {
 }
 
 impl WireJson for Acknowledgement {
-    fn write_json(&self, out: &mut Vec<u8>) {
+    fn write_json(&self, out: &mut Vec<u8>) -> Written {
         Object::new(out)
             .str("code", &self.code)
             .str("reason", &self.reason)
-            .end();
+            .end()
     }
 
     fn read_json(r: &mut Reader<'_>) -> Option<Self> {
@@ -768,20 +804,21 @@ impl WireJson for Acknowledgement {
 }
 
 impl WireJson for AuthorizeDecision {
-    fn write_json(&self, out: &mut Vec<u8>) {
+    fn write_json(&self, out: &mut Vec<u8>) -> Written {
         match self {
-            AuthorizeDecision::Allow => out.extend_from_slice(b"{\"decision\":\"allow\"}"),
+            AuthorizeDecision::Allow => {
+                out.extend_from_slice(b"{\"decision\":\"allow\"}");
+                Ok(())
+            }
             AuthorizeDecision::Deny { code, reason } => Object::new(out)
                 .str("decision", "deny")
                 .str("code", code)
                 .str("reason", reason)
                 .end(),
-            AuthorizeDecision::NeedsConfirmation { required } => {
-                let mut object = Object::new(out);
-                object.str("decision", "needs_confirmation");
-                list(object.key("required"), required);
-                object.end();
-            }
+            AuthorizeDecision::NeedsConfirmation { required } => Object::new(out)
+                .str("decision", "needs_confirmation")
+                .list("required", required)
+                .end(),
         }
     }
 
@@ -934,7 +971,7 @@ mod tests {
     /// and reads them back both ways.
     fn same_as_serde<T: WireJson + PartialEq + Debug>(value: &T) {
         let mut ours = Vec::new();
-        to_writer(&mut ours, value);
+        to_writer(&mut ours, value).expect("writes");
         let theirs = serde_json::to_vec(value).expect("serializes");
         let text = String::from_utf8(theirs).expect("UTF-8");
         assert_eq!(String::from_utf8_lossy(&ours), text);
@@ -972,6 +1009,37 @@ mod tests {
     }
 
     #[test]
+    fn what_serde_cannot_write_is_an_error_here_too() {
+        let mut lock = lock(None, None, None);
+        lock.since = time::Date::from_calendar_date(-5, time::Month::March, 1)
+            .unwrap()
+            .midnight()
+            .assume_utc()
+            .into();
+        let theirs = serde_json::to_vec(&lock).unwrap_err().to_string();
+        let mut subject = Subject::new(SubjectKind::Customer, "c-1");
+        subject.locks.push(lock.clone());
+        let ours = to_writer(&mut Vec::new(), &subject)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(ours, theirs);
+        // A reply says so instead of failing.
+        let schedule = TransitionDecision::Apply {
+            effects: vec![Effect::Schedule {
+                subject: SubjectRef::new(SubjectKind::Customer, "c-1"),
+                at: lock.since,
+                action: "unlock".into(),
+                params: Value::Null,
+            }],
+        };
+        let reply: Value = serde_json::from_slice(&reply_to_vec(&Reply::Ok(schedule))).unwrap();
+        assert_eq!(
+            reply,
+            json!({ "error": format!("cannot encode reply: {theirs}") })
+        );
+    }
+
+    #[test]
     fn the_fast_path_reads_what_carries_no_escapes() {
         let [bare, contract, odd] = subjects().try_into().expect("three subjects");
         for subject in [&bare, &contract] {
@@ -1004,7 +1072,7 @@ mod tests {
         let settings = r#"{"allowed_while_locked":["end_contract"]}"#;
         for input in inputs() {
             let mut ours = Vec::new();
-            write_envelope(&mut ours, at("2026-11-22T10:00:00Z"), settings, &input);
+            write_envelope(&mut ours, at("2026-11-22T10:00:00Z"), settings, &input).unwrap();
             let raw = serde_json::value::RawValue::from_string(settings.to_owned()).unwrap();
             let envelope = Envelope {
                 now: at("2026-11-22T10:00:00Z"),
