@@ -867,6 +867,13 @@ async fn events_are_pushed_to_a_webhook_signed_and_again_until_it_answers_2xx() 
         &rulehost::service::webhooks::signature("another secret", sent.as_bytes())
     );
 
+    // The endpoint records its answer before the service has read it, and
+    // the service acknowledges, counts and reports the delivery after.
+    eventually(
+        || service.get(&webhook, &service.gym),
+        |(_, got)| got["delivery"]["delivered_through"] == json!(seq),
+    )
+    .await;
     let (status, got) = service.get(&webhook, &service.gym).await;
     assert_eq!(status, StatusCode::OK, "{got}");
     assert_eq!(got["url"], url.as_str());
