@@ -115,7 +115,7 @@ pub fn to_writer<T: WireJson>(out: &mut Vec<u8>, value: &T) -> Written {
 ///
 /// serde's error, with its line and column, when the text is not a `T`.
 pub fn from_str<T: WireJson>(text: &str) -> Result<T, serde_json::Error> {
-    fast(text, T::read_json).map_or_else(|| serde_json::from_str(text), Ok)
+    fast_or_serde(text, T::read_json)
 }
 
 /// Appends an envelope to `out`; `settings` is JSON text already.
@@ -160,7 +160,7 @@ pub fn read_envelope<S: DeserializeOwned, I: WireJson>(
             input: input?,
         })
     };
-    fast(text, read).map_or_else(|| serde_json::from_str(text), Ok)
+    fast_or_serde(text, read)
 }
 
 /// The JSON of a reply, as `serde_json::to_vec` writes it; an `error`
@@ -201,6 +201,15 @@ pub fn read_reply<T: WireJson>(text: &str) -> Result<Reply<T>, serde_json::Error
         });
         reply
     };
+    fast_or_serde(text, read)
+}
+
+/// Reads the whole text on the fast path, or with serde where that path
+/// gives up.
+fn fast_or_serde<'a, T: DeserializeOwned>(
+    text: &'a str,
+    read: impl FnOnce(&mut Reader<'a>) -> Option<T>,
+) -> Result<T, serde_json::Error> {
     fast(text, read).map_or_else(|| serde_json::from_str(text), Ok)
 }
 
