@@ -37,6 +37,20 @@ pub fn policy_output(bytes: &[u8]) {
             text,
         );
     }
+    // As the module reads an envelope: from bytes, checking only the
+    // strings that are not ASCII.
+    let ours = json::read_envelope_bytes::<Value, AuthorizeInput>(bytes).map_err(|e| e.to_string());
+    let serdes = std::str::from_utf8(bytes)
+        .map_err(|e| format!("not UTF-8: {e}"))
+        .and_then(|text| {
+            serde_json::from_str::<Envelope<Value, AuthorizeInput>>(text).map_err(|e| e.to_string())
+        });
+    assert_eq!(
+        ours,
+        serdes,
+        "the fast JSON path and serde differ on {:?}",
+        String::from_utf8_lossy(bytes)
+    );
     let _ = decode::<AuthorizeDecision>(bytes);
     let _ = decode::<BillingDecision>(bytes);
     let _ = decode::<SettingsVerdict>(bytes);

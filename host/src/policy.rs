@@ -637,3 +637,112 @@ fn signature(func: &FuncType) -> String {
         }
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use rulehost_sdk::wire::{Actor, Authorize, AuthorizeDecision, AuthorizeInput, Lock, Subject};
+    use rulehost_sdk::wire::{SubjectKind, Timestamp};
+
+    use crate::{Engine, EngineConfig, PolicyId, PolicySet, Settings};
+
+    fn subscription() -> PolicySet {
+        let engine = Engine::new(EngineConfig::default()).expect("engine");
+        let wasm = crate::bundled::get("subscription").expect("bundled");
+        engine
+            .load(PolicyId::new("subscription", 1), wasm)
+            .expect("loads")
+    }
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().expect("a valid time")
+    }
+
+    /// A contract of a locked customer: every action but the four SUB-4
+    /// names is refused with a reason that quotes the action.
+    fn locked_contract(action: &str) -> AuthorizeInput {
+        let mut customer = Subject::new(SubjectKind::Customer, "c-1");
+        customer.locks.push(Lock {
+            id: None,
+            kind: "full".into(),
+            actor: Actor::staff("anna"),
+            reason: "payment_default".into(),
+            message: None,
+            since: at("2026-11-01T00:00:00Z"),
+            until: None,
+        });
+        let mut contract = Subject::new(SubjectKind::Contract, "k-1");
+        contract.parent = Some(Box::new(customer));
+        AuthorizeInput {
+            action: action.into(),
+            actor: Actor::staff("anna"),
+            subject: contract,
+            acknowledgements: vec![],
+            params: serde_json::Value::Null,
+        }
+    }
+
+    /// The compiled SDK scans strings sixteen bytes at a time and checks
+    /// only the ones that are not ASCII: a character beyond ASCII at any
+    /// place in a string, first or last of a block or across two, is read
+    /// as it was sent.
+    #[test]
+    fn non_ascii_strings_are_read_at_every_offset_inside_the_module() {
+        let policy = subscription();
+        for at_offset in 0..40 {
+            for extra in ["ä", "€", "𝄞"] {
+                let action = format!("{}{extra}ndern", "x".repeat(at_offset));
+                let input = locked_contract(&action);
+                let evaluation = policy.evaluate::<Authorize>(
+                    "op",
+                    at("2026-11-22T10:00:00Z"),
+                    &Settings::empty(),
+                    &input,
+                );
+                assert_eq!(evaluation.diagnostic, None, "{action}");
+                let AuthorizeDecision::Deny { reason, .. } = evaluation.decision else {
+                    panic!("{action}: {:?}", evaluation.decision);
+                };
+                assert!(
+                    reason.starts_with(&format!("`{action}` is refused")),
+                    "{action}: {reason}"
+                );
+            }
+        }
+    }
+
+    /// Bytes that are not UTF-8 inside a string are found although the
+    /// module no longer checks the envelope as a whole: the error names
+    /// the first bad byte, as `std::str::from_utf8` does.
+    #[test]
+    fn a_byte_that_is_not_utf8_in_a_string_is_an_error_naming_it_inside_the_module() {
+        let policy = subscription();
+        let envelope = crate::policy::encode_envelope(
+            at("2026-11-22T10:00:00Z"),
+            &Settings::empty(),
+            &locked_contract(&"x".repeat(40)),
+        );
+        let first = envelope
+            .windows(40)
+            .position(|w| w == "x".repeat(40).as_bytes())
+            .expect("the action is in the envelope");
+        for offset in 0..40 {
+            for bad in [&[0xff][..], &[0xc3, b'x'], &[0xe2, 0x82]] {
+                let mut bytes = envelope.clone();
+                let at_byte = first + offset;
+                bytes[at_byte..at_byte + bad.len()].copy_from_slice(bad);
+                let reply = policy
+                    .evaluate_raw(rulehost_sdk::wire::Hook::Authorize, &bytes)
+                    .expect("the module answers");
+                let expected = std::str::from_utf8(&bytes).expect_err("not UTF-8");
+                let reply: serde_json::Value = serde_json::from_slice(&reply).expect("JSON");
+                assert_eq!(
+                    reply,
+                    serde_json::json!({
+                        "error": format!("cannot read `authorize` input: not UTF-8: {expected}")
+                    }),
+                    "{bad:?} at {offset}"
+                );
+            }
+        }
+    }
+}

@@ -11,13 +11,16 @@ use std::cell::{Cell, UnsafeCell};
 
 const ARENA_BYTES: usize = 128 * 1024;
 
+/// The counters come first: a hook call then writes the page they share
+/// with the arena's first bytes, not one more page after the arena, and a
+/// fresh instance has one page fewer to reset after it.
 #[repr(C, align(16))]
 struct Arena {
-    bytes: UnsafeCell<[u8; ARENA_BYTES]>,
     /// Offset of the first free byte.
     next: Cell<usize>,
     /// Allocations in the arena not yet freed.
     live: Cell<usize>,
+    bytes: UnsafeCell<[u8; ARENA_BYTES]>,
 }
 
 // SAFETY: wasm32-unknown-unknown without the atomics feature has one thread.
@@ -25,22 +28,27 @@ unsafe impl Sync for Arena {}
 
 #[global_allocator]
 static ARENA: Arena = Arena {
-    bytes: UnsafeCell::new([0; ARENA_BYTES]),
     next: Cell::new(0),
     live: Cell::new(0),
+    bytes: UnsafeCell::new([0; ARENA_BYTES]),
 };
 
 impl Arena {
+    #[inline(always)]
     fn base(&self) -> usize {
         self.bytes.get() as usize
     }
 
+    #[inline(always)]
     fn contains(&self, ptr: *mut u8) -> bool {
         (self.base()..self.base() + ARENA_BYTES).contains(&(ptr as usize))
     }
 }
 
+// Inlined into the allocator shims: a call costs a policy module more than
+// the bump itself.
 unsafe impl GlobalAlloc for Arena {
+    #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let start = (self.base() + self.next.get()).next_multiple_of(layout.align());
         let end = start + layout.size();
@@ -54,6 +62,7 @@ unsafe impl GlobalAlloc for Arena {
         }
     }
 
+    #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if !self.contains(ptr) {
             // SAFETY: not in the arena, so it came from `System`.

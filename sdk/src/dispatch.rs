@@ -7,7 +7,7 @@ use std::mem::MaybeUninit;
 
 use serde::de::DeserializeOwned;
 
-use crate::wire::json::{read_envelope, reply_to_vec};
+use crate::wire::json::{read_envelope_bytes, reply_to_vec};
 use crate::wire::{
     Authorize, Billing, Envelope, Hook, HookKind, Reply, SettingsVerdict, Transition, WireJson,
 };
@@ -67,11 +67,10 @@ fn validate_settings<P: Policy>(envelope: &[u8]) -> Vec<u8> {
     reply_to_vec(&Reply::Ok(verdict))
 }
 
-/// Decodes an envelope. The bytes are checked as UTF-8 once, as a whole, so
-/// the parser does not check every string it meets again.
+/// Decodes an envelope: bytes that are not UTF-8 are an error naming the
+/// first bad byte.
 fn read<S: DeserializeOwned, I: WireJson>(envelope: &[u8]) -> Result<Envelope<S, I>, String> {
-    let text = std::str::from_utf8(envelope).map_err(|e| format!("not UTF-8: {e}"))?;
-    read_envelope(text).map_err(|e| e.to_string())
+    read_envelope_bytes(envelope).map_err(|e| e.to_string())
 }
 
 thread_local! {

@@ -348,14 +348,14 @@ impl FromStr for ActorKind {
 
     /// Parses a kind's name; the error names the value and the kinds.
     fn from_str(name: &str) -> Result<Self, Self::Err> {
-        [ActorKind::Staff, ActorKind::SelfService, ActorKind::System]
-            .into_iter()
-            .find(|kind| kind.name() == name)
-            .ok_or_else(|| {
-                format!(
-                    "unknown actor kind `{name}`: expected one of `staff`, `self_service`, `system`"
-                )
-            })
+        match name {
+            "staff" => Ok(ActorKind::Staff),
+            "self_service" => Ok(ActorKind::SelfService),
+            "system" => Ok(ActorKind::System),
+            _ => Err(format!(
+                "unknown actor kind `{name}`: expected one of `staff`, `self_service`, `system`"
+            )),
+        }
     }
 }
 
@@ -444,14 +444,17 @@ impl FromStr for SubjectKind {
 
     /// Parses a kind's name; the error names the value and the kinds.
     fn from_str(name: &str) -> Result<Self, Self::Err> {
-        SubjectKind::ALL
-            .into_iter()
-            .find(|kind| kind.name() == name)
-            .ok_or_else(|| {
-                format!(
-                    "unknown subject kind `{name}`: expected one of `customer`, `contract`, `invoice`, `case`"
-                )
-            })
+        // A `match` rather than a search of `ALL`: every envelope's subjects
+        // are parsed here, and a match compares each name in place.
+        match name {
+            "customer" => Ok(SubjectKind::Customer),
+            "contract" => Ok(SubjectKind::Contract),
+            "invoice" => Ok(SubjectKind::Invoice),
+            "case" => Ok(SubjectKind::Case),
+            _ => Err(format!(
+                "unknown subject kind `{name}`: expected one of `customer`, `contract`, `invoice`, `case`"
+            )),
+        }
     }
 }
 

@@ -59,7 +59,7 @@ macro_rules! members {
     (@in_order $r:ident, { $($key:literal => $read:expr),* }) => {
         'members: {
             $(
-                if $r.expect_key($key) {
+                if $r.expect_key(concat!("\"", $key, "\":").as_bytes()) {
                     $read?;
                     if !$r.next_member()? {
                         break 'members;
@@ -147,20 +147,63 @@ pub fn write_envelope<I: WireJson>(
 pub fn read_envelope<S: DeserializeOwned, I: WireJson>(
     text: &str,
 ) -> Result<Envelope<S, I>, serde_json::Error> {
-    let read = |r: &mut Reader<'_>| {
-        let (mut now, mut settings, mut input) = (None, None, None);
-        members!(r, {
-            "now" => r.once(&mut now, Timestamp::read_json),
-            "settings" => r.once(&mut settings, Reader::serde),
-            "input" => r.once(&mut input, I::read_json),
-        });
-        Some(Envelope {
-            now: now?,
-            settings: settings?,
-            input: input?,
-        })
-    };
-    fast_or_serde(text, read)
+    fast_or_serde(text, envelope_members)
+}
+
+/// Reads an envelope from bytes as they came, as [`read_envelope`] reads
+/// its text once the bytes are checked to be UTF-8.
+///
+/// The fast path checks only the strings it meets that are not ASCII, so
+/// the envelope is not checked as a whole first.
+///
+/// # Errors
+///
+/// [`ReadError::NotUtf8`] when the bytes are not UTF-8, otherwise serde's
+/// error as [`read_envelope`].
+pub fn read_envelope_bytes<S: DeserializeOwned, I: WireJson>(
+    bytes: &[u8],
+) -> Result<Envelope<S, I>, ReadError> {
+    if let Some(envelope) = fast(bytes, envelope_members) {
+        return Ok(envelope);
+    }
+    let text = std::str::from_utf8(bytes).map_err(ReadError::NotUtf8)?;
+    serde_json::from_str(text).map_err(ReadError::Json)
+}
+
+/// Why [`read_envelope_bytes`] could not read an envelope.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The bytes are not UTF-8.
+    NotUtf8(std::str::Utf8Error),
+    /// The text is not an envelope of these types; serde's error.
+    Json(serde_json::Error),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::NotUtf8(error) => write!(f, "not UTF-8: {error}"),
+            ReadError::Json(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+fn envelope_members<S: DeserializeOwned, I: WireJson>(
+    r: &mut Reader<'_>,
+) -> Option<Envelope<S, I>> {
+    let (mut now, mut settings, mut input) = (None, None, None);
+    members!(r, {
+        "now" => r.once(&mut now, Timestamp::read_json),
+        "settings" => r.once(&mut settings, Reader::settings),
+        "input" => r.once(&mut input, I::read_json),
+    });
+    Some(Envelope {
+        now: now?,
+        settings: settings?,
+        input: input?,
+    })
 }
 
 /// The JSON of a reply, as `serde_json::to_vec` writes it; an `error`
@@ -210,26 +253,29 @@ fn fast_or_serde<'a, T: DeserializeOwned>(
     text: &'a str,
     read: impl FnOnce(&mut Reader<'a>) -> Option<T>,
 ) -> Result<T, serde_json::Error> {
-    fast(text, read).map_or_else(|| serde_json::from_str(text), Ok)
+    fast(text.as_bytes(), read).map_or_else(|| serde_json::from_str(text), Ok)
 }
 
 /// Runs a fast read over the whole text; `None` unless it read all of it.
-fn fast<'a, T>(text: &'a str, read: impl FnOnce(&mut Reader<'a>) -> Option<T>) -> Option<T> {
+fn fast<'a, T>(bytes: &'a [u8], read: impl FnOnce(&mut Reader<'a>) -> Option<T>) -> Option<T> {
     let mut reader = Reader {
-        text,
+        bytes,
         at: 0,
         subjects: 0,
     };
     let value = read(&mut reader)?;
     reader.skip_space();
-    (reader.at == text.len()).then_some(value)
+    (reader.at == bytes.len()).then_some(value)
 }
 
 /// A cursor over JSON text for the fast path. Every method returns `None`
 /// on anything it does not handle, which hands the text to serde.
+///
+/// The text comes as bytes not yet checked to be UTF-8: every `&str` the
+/// reader hands out is checked (or ASCII) on its own.
 #[doc(hidden)]
 pub struct Reader<'a> {
-    text: &'a str,
+    bytes: &'a [u8],
     at: usize,
     /// Subjects being read, one inside the other.
     subjects: u32,
@@ -237,7 +283,7 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn bytes(&self) -> &'a [u8] {
-        self.text.as_bytes()
+        self.bytes
     }
 
     #[inline(always)]
@@ -271,17 +317,31 @@ impl<'a> Reader<'a> {
     fn str(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.at;
-        self.at += plain_prefix(&self.bytes()[start..]);
+        self.at += plain_prefix::<true>(&self.bytes()[start..]);
+        let ascii = *self.bytes().get(self.at)? < 0x80;
+        if !ascii {
+            self.at += plain_prefix::<false>(&self.bytes()[self.at..]);
+        }
         if *self.bytes().get(self.at)? != b'"' {
             return None;
         }
+        let text = &self.bytes()[start..self.at];
         self.at += 1;
-        // Both ends sit next to an ASCII quote, so on character boundaries.
-        self.text.get(start..self.at - 1)
+        if ascii {
+            // SAFETY: every byte is below 0x80, so this is ASCII.
+            Some(unsafe { std::str::from_utf8_unchecked(text) })
+        } else {
+            std::str::from_utf8(text).ok()
+        }
     }
 
     fn string(&mut self) -> Option<String> {
-        self.str().map(str::to_owned)
+        let text = self.str()?;
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        if let Some(owned) = short_string(text, self.bytes()) {
+            return Some(owned);
+        }
+        Some(text.to_owned())
     }
 
     fn bool(&mut self) -> Option<bool> {
@@ -314,17 +374,23 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Consumes `"key":` when it comes next, exactly so.
+    /// Consumes `"key":`, given quoted and with its colon, when it comes
+    /// next, exactly so.
     #[inline(always)]
-    fn expect_key(&mut self, key: &str) -> bool {
-        let (n, rest) = (key.len(), &self.bytes()[self.at..]);
-        let found = rest.len() > n + 2
-            && rest[0] == b'"'
-            && &rest[1..=n] == key.as_bytes()
-            && rest[n + 1] == b'"'
-            && rest[n + 2] == b':';
+    fn expect_key(&mut self, quoted_key: &[u8]) -> bool {
+        let found = self.bytes()[self.at..].starts_with(quoted_key);
         if found {
-            self.at += n + 3;
+            self.at += quoted_key.len();
+        }
+        found
+    }
+
+    /// Consumes `bytes` when they come next, after any white space.
+    fn expect_bytes(&mut self, bytes: &[u8]) -> bool {
+        self.skip_space();
+        let found = self.bytes()[self.at..].starts_with(bytes);
+        if found {
+            self.at += bytes.len();
         }
         found
     }
@@ -439,7 +505,17 @@ impl<'a> Reader<'a> {
                 break;
             }
         }
-        self.text.get(start..self.at)
+        std::str::from_utf8(&bytes[start..self.at]).ok()
+    }
+
+    /// An operator's settings: no settings (`{}`) decode from an empty
+    /// object without running serde's parser.
+    fn settings<T: DeserializeOwned>(&mut self) -> Option<T> {
+        if self.expect_bytes(b"{}") {
+            T::deserialize(Value::Object(serde_json::Map::new())).ok()
+        } else {
+            self.serde()
+        }
     }
 
     /// The next value, decoded by serde.
@@ -449,9 +525,44 @@ impl<'a> Reader<'a> {
 }
 
 /// How many bytes at the start of `bytes` stand in a JSON string as they
-/// are: neither `"`, `\` nor a control character. Eight at a time.
+/// are: neither `"`, `\` nor a control character, nor (`ASCII`) a byte
+/// above 0x7f. Sixteen at a time with wasm's SIMD (which `.cargo/config.toml`
+/// turns on for policies), eight at a time in a `u64` otherwise.
 #[inline(always)]
-fn plain_prefix(bytes: &[u8]) -> usize {
+fn plain_prefix<const ASCII: bool>(bytes: &[u8]) -> usize {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        use core::arch::wasm32::{
+            i8x16_bitmask, i8x16_eq, u8x16_lt, u8x16_splat, v128, v128_load, v128_or,
+        };
+        let mut at = 0;
+        while at + 16 <= bytes.len() {
+            // SAFETY: the 16 bytes at `at` are inside `bytes`; wasm loads
+            // need no alignment.
+            let v = unsafe { v128_load(bytes.as_ptr().add(at).cast::<v128>()) };
+            let quote = i8x16_eq(v, u8x16_splat(b'"'));
+            let backslash = i8x16_eq(v, u8x16_splat(b'\\'));
+            let control = u8x16_lt(v, u8x16_splat(0x20));
+            let mut special = v128_or(v128_or(quote, backslash), control);
+            if ASCII {
+                // The high bit of a byte above 0x7f is its own flag.
+                special = v128_or(special, v);
+            }
+            let flags = i8x16_bitmask(special);
+            if flags != 0 {
+                return at + flags.trailing_zeros() as usize;
+            }
+            at += 16;
+        }
+        at + plain_prefix_by_words::<ASCII>(&bytes[at..])
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    plain_prefix_by_words::<ASCII>(bytes)
+}
+
+/// [`plain_prefix`] eight bytes at a time in a `u64`.
+#[inline(always)]
+fn plain_prefix_by_words<const ASCII: bool>(bytes: &[u8]) -> usize {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     // A byte of `v` is zero where the result has its high bit set; bits
@@ -463,7 +574,8 @@ fn plain_prefix(bytes: &[u8]) -> usize {
         let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
         let quote = zero(word ^ (ONES * u64::from(b'"')));
         let backslash = zero(word ^ (ONES * u64::from(b'\\')));
-        let special = control | quote | backslash;
+        let high = if ASCII { word & HIGH } else { 0 };
+        let special = control | quote | backslash | high;
         if special != 0 {
             return at + (special.trailing_zeros() / 8) as usize;
         }
@@ -471,8 +583,41 @@ fn plain_prefix(bytes: &[u8]) -> usize {
     }
     at + bytes[at..]
         .iter()
-        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        .position(|&b| b < 0x20 || b == b'"' || b == b'\\' || (ASCII && b >= 0x80))
         .unwrap_or(bytes.len() - at)
+}
+
+/// A copy of `text`, a string of at most 16 bytes inside `within` with 16
+/// bytes to read from its start, in one SIMD load and store. Most strings
+/// of an envelope are that short (ids, kinds, reasons), and `to_owned`
+/// copies them with `memory.copy`, a call out of the module.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn short_string(text: &str, within: &[u8]) -> Option<String> {
+    use core::arch::wasm32::{v128, v128_load, v128_store};
+    use std::alloc::Layout;
+    const BLOCK: usize = 16;
+    let offset = text.as_ptr() as usize - within.as_ptr() as usize;
+    if text.is_empty() || text.len() > BLOCK || offset + BLOCK > within.len() {
+        return None;
+    }
+    let layout = Layout::new::<[u8; BLOCK]>();
+    // SAFETY: the layout's size is not zero.
+    let block = unsafe { std::alloc::alloc(layout) };
+    if block.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: the 16 bytes read lie inside `within` (checked above) and
+    // the 16 written are the new block. The string's bytes are the first
+    // `text.len()` of them, UTF-8 as `text` is; its capacity is the block,
+    // allocated by the global allocator with the layout `String` frees.
+    unsafe {
+        v128_store(
+            block.cast::<v128>(),
+            v128_load(text.as_ptr().cast::<v128>()),
+        );
+        Some(String::from_raw_parts(block, text.len(), BLOCK))
+    }
 }
 
 /// A JSON string, escaped as serde_json escapes it.
@@ -482,7 +627,7 @@ fn string(out: &mut Vec<u8>, text: &str) {
     out.reserve(rest.len() + 2);
     out.push(b'"');
     loop {
-        let plain = plain_prefix(rest);
+        let plain = plain_prefix::<false>(rest);
         out.extend_from_slice(&rest[..plain]);
         let Some(&byte) = rest.get(plain) else { break };
         match byte {
@@ -995,7 +1140,7 @@ mod tests {
 
     /// Whether `text` took the fast path, not serde.
     fn fast_reads<T: WireJson>(text: &str) -> bool {
-        fast(text, T::read_json).is_some()
+        fast(text.as_bytes(), T::read_json).is_some()
     }
 
     #[test]
@@ -1064,7 +1209,7 @@ mod tests {
         for decision in &decisions()[..3] {
             let text = serde_json::to_string(&Reply::Ok(decision)).unwrap();
             assert_eq!(
-                fast(&text, |r| {
+                fast(text.as_bytes(), |r| {
                     let mut reply = None;
                     members!(r, { "ok" => r.once(&mut reply, AuthorizeDecision::read_json) });
                     reply
@@ -1173,6 +1318,59 @@ mod tests {
                 serde_json::from_str::<Reply<AuthorizeDecision>>(text).map_err(|e| e.to_string());
             assert_eq!(ours, theirs, "{text}");
         }
+    }
+
+    /// Settings that need a field.
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Required {
+        reasons: Vec<String>,
+    }
+
+    /// An envelope read from bytes: serde's value or error once the bytes
+    /// are checked as UTF-8, whatever the fast path meets.
+    fn agrees_on_bytes<S: DeserializeOwned + PartialEq + Debug>(bytes: &[u8]) {
+        let ours = read_envelope_bytes::<S, AuthorizeInput>(bytes).map_err(|e| e.to_string());
+        let theirs = std::str::from_utf8(bytes)
+            .map_err(|e| format!("not UTF-8: {e}"))
+            .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()));
+        assert_eq!(ours, theirs, "{}", String::from_utf8_lossy(bytes));
+    }
+
+    #[test]
+    fn an_envelope_from_bytes_reads_as_serde_reads_its_checked_text() {
+        let envelope = |settings: &str, action: &str| {
+            format!(
+                r#"{{"now":"2026-11-22T10:00:00Z","settings":{settings},"input":{{"action":"{action}","actor":{{"kind":"staff","id":"anna"}},"subject":{{"kind":"case","id":"f"}}}}}}"#
+            )
+            .into_bytes()
+        };
+        let plain = envelope("{}", "änderung der Straße €");
+        assert!(fast(&plain, envelope_members::<Value, AuthorizeInput>).is_some());
+        agrees_on_bytes::<Value>(&plain);
+        // A byte that is not UTF-8 at every place of the action, and in the
+        // settings, which serde reads.
+        let start = plain.len() - 90;
+        for at in start..plain.len() {
+            for bad in [&[0xff][..], &[0xc3, b'a'], &[0xed, 0xa0, 0x80]] {
+                let mut bytes = plain.clone();
+                let end = (at + bad.len()).min(bytes.len());
+                bytes[at..end].copy_from_slice(&bad[..end - at]);
+                agrees_on_bytes::<Value>(&bytes);
+            }
+        }
+        let mut bytes = envelope(r#"{"a":"x"}"#, "a");
+        let x = bytes.iter().position(|&b| b == b'x').unwrap();
+        bytes[x] = 0xff;
+        agrees_on_bytes::<Value>(&bytes);
+        // No settings read without serde's parser, and refused as serde does
+        // by settings that need a field.
+        agrees_on_bytes::<Value>(&envelope("{}", "a"));
+        agrees_on_bytes::<Value>(&envelope(" { } ", "a"));
+        agrees_on_bytes::<Required>(&envelope("{}", "a"));
+        agrees_on_bytes::<Required>(&envelope(r#"{"reasons":["r"]}"#, "a"));
+        agrees_on_bytes::<()>(&envelope("{}", "a"));
+        agrees_on_bytes::<std::collections::HashMap<String, u8>>(&envelope("{}", "a"));
     }
 
     #[test]
