@@ -37,19 +37,17 @@ pub fn policy_output(bytes: &[u8]) {
             text,
         );
     }
-    // As the module reads an envelope: from bytes, checking only the
-    // strings that are not ASCII.
-    let ours = json::read_envelope_bytes::<Value, AuthorizeInput>(bytes).map_err(|e| e.to_string());
-    let serdes = std::str::from_utf8(bytes)
-        .map_err(|e| format!("not UTF-8: {e}"))
-        .and_then(|text| {
-            serde_json::from_str::<Envelope<Value, AuthorizeInput>>(text).map_err(|e| e.to_string())
-        });
-    assert_eq!(
-        ours,
-        serdes,
-        "the fast JSON path and serde differ on {:?}",
-        String::from_utf8_lossy(bytes)
+    // As the module reads an envelope and the host a reply: from bytes,
+    // checking only the strings that are not ASCII.
+    same_on_bytes(
+        json::read_envelope_bytes::<Value, AuthorizeInput>(bytes),
+        bytes,
+        |text| serde_json::from_str::<Envelope<Value, AuthorizeInput>>(text),
+    );
+    same_on_bytes(
+        json::read_reply_bytes::<AuthorizeDecision>(bytes),
+        bytes,
+        |text| serde_json::from_str::<Reply<AuthorizeDecision>>(text),
     );
     let _ = decode::<AuthorizeDecision>(bytes);
     let _ = decode::<BillingDecision>(bytes);
@@ -71,6 +69,25 @@ pub fn import_file(bytes: &[u8]) {
         let _ = parse(text, ImportFormat::JsonLines);
         let _ = parse(text, ImportFormat::Csv);
     }
+}
+
+/// Panics unless a read from bytes gave what serde gives once the bytes
+/// are checked as UTF-8: the same value, or the same error message.
+fn same_on_bytes<T: PartialEq + Debug>(
+    ours: Result<T, json::ReadError>,
+    bytes: &[u8],
+    serde: impl FnOnce(&str) -> Result<T, serde_json::Error>,
+) {
+    let ours = ours.map_err(|e| e.to_string());
+    let serdes = std::str::from_utf8(bytes)
+        .map_err(|e| format!("not UTF-8: {e}"))
+        .and_then(|text| serde(text).map_err(|e| e.to_string()));
+    assert_eq!(
+        ours,
+        serdes,
+        "the fast JSON path and serde differ on {:?}",
+        String::from_utf8_lossy(bytes)
+    );
 }
 
 /// Panics unless both reads gave the same value or the same error message.

@@ -536,19 +536,17 @@ fn classify(error: &wasmtime::Error, limits: Limits) -> Failure {
 
 /// Decodes a reply as the hook's output type.
 pub(crate) fn decode<T: WireJson>(bytes: &[u8]) -> Result<T, Failure> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        Failure::new(
-            FailureKind::MalformedOutput,
-            format!("output is not valid UTF-8: {e}"),
-        )
-    })?;
-    match json::read_reply::<T>(text) {
+    match json::read_reply_bytes::<T>(bytes) {
         Ok(Reply::Ok(output)) => Ok(output),
         Ok(Reply::Error(message)) => Err(Failure::new(
             FailureKind::PolicyError,
             format!("the policy reported an error: {message}"),
         )),
-        Err(error) => Err(Failure::new(
+        Err(json::ReadError::NotUtf8(error)) => Err(Failure::new(
+            FailureKind::MalformedOutput,
+            format!("output is not valid UTF-8: {error}"),
+        )),
+        Err(json::ReadError::Json(error)) => Err(Failure::new(
             FailureKind::MalformedOutput,
             format!("output is not a valid reply: {error}"),
         )),

@@ -33,6 +33,19 @@ static ARENA: Arena = Arena {
     bytes: UnsafeCell::new([0; ARENA_BYTES]),
 };
 
+/// Allocates from the global allocator, the arena, directly: through
+/// `std::alloc::alloc` every allocation also costs the module a call into
+/// the allocator shim.
+///
+/// # Safety
+///
+/// As [`GlobalAlloc::alloc`].
+#[inline(always)]
+pub(crate) unsafe fn alloc(layout: Layout) -> *mut u8 {
+    // SAFETY: forwarded with the caller's guarantees.
+    unsafe { ARENA.alloc(layout) }
+}
+
 impl Arena {
     #[inline(always)]
     fn base(&self) -> usize {

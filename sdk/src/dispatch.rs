@@ -69,6 +69,7 @@ fn validate_settings<P: Policy>(envelope: &[u8]) -> Vec<u8> {
 
 /// Decodes an envelope: bytes that are not UTF-8 are an error naming the
 /// first bad byte.
+#[inline(always)]
 fn read<S: DeserializeOwned, I: WireJson>(envelope: &[u8]) -> Result<Envelope<S, I>, String> {
     read_envelope_bytes(envelope).map_err(|e| e.to_string())
 }

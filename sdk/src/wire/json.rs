@@ -160,22 +160,19 @@ pub fn read_envelope<S: DeserializeOwned, I: WireJson>(
 ///
 /// [`ReadError::NotUtf8`] when the bytes are not UTF-8, otherwise serde's
 /// error as [`read_envelope`].
+#[inline(always)]
 pub fn read_envelope_bytes<S: DeserializeOwned, I: WireJson>(
     bytes: &[u8],
 ) -> Result<Envelope<S, I>, ReadError> {
-    if let Some(envelope) = fast(bytes, envelope_members) {
-        return Ok(envelope);
-    }
-    let text = std::str::from_utf8(bytes).map_err(ReadError::NotUtf8)?;
-    serde_json::from_str(text).map_err(ReadError::Json)
+    fast_or_serde_bytes(bytes, envelope_members)
 }
 
-/// Why [`read_envelope_bytes`] could not read an envelope.
+/// Why [`read_envelope_bytes`] or [`read_reply_bytes`] could not read.
 #[derive(Debug)]
 pub enum ReadError {
     /// The bytes are not UTF-8.
     NotUtf8(std::str::Utf8Error),
-    /// The text is not an envelope of these types; serde's error.
+    /// The text is not an envelope or reply of these types; serde's error.
     Json(serde_json::Error),
 }
 
@@ -190,6 +187,7 @@ impl std::fmt::Display for ReadError {
 
 impl std::error::Error for ReadError {}
 
+#[inline(always)]
 fn envelope_members<S: DeserializeOwned, I: WireJson>(
     r: &mut Reader<'_>,
 ) -> Option<Envelope<S, I>> {
@@ -209,7 +207,8 @@ fn envelope_members<S: DeserializeOwned, I: WireJson>(
 /// The JSON of a reply, as `serde_json::to_vec` writes it; an `error`
 /// reply saying why when the output cannot be written.
 pub fn reply_to_vec<T: WireJson>(reply: &Reply<T>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
+    // Room for a denial's reason without growing the buffer on the way.
+    let mut out = Vec::with_capacity(512);
     let written = match reply {
         Reply::Ok(output) => {
             out.extend_from_slice(b"{\"ok\":");
@@ -236,15 +235,41 @@ pub fn reply_to_vec<T: WireJson>(reply: &Reply<T>) -> Vec<u8> {
 ///
 /// serde's error when the text is not such a reply.
 pub fn read_reply<T: WireJson>(text: &str) -> Result<Reply<T>, serde_json::Error> {
-    let read = |r: &mut Reader<'_>| {
-        let mut reply = None;
-        members!(r, {
-            "ok" => r.once(&mut reply, |r| T::read_json(r).map(Reply::Ok)),
-            "error" => r.once(&mut reply, |r| r.string().map(Reply::Error)),
-        });
-        reply
-    };
-    fast_or_serde(text, read)
+    fast_or_serde(text, reply_members)
+}
+
+/// Reads a reply from bytes as they came, as [`read_envelope_bytes`] reads
+/// an envelope.
+///
+/// # Errors
+///
+/// [`ReadError::NotUtf8`] when the bytes are not UTF-8, otherwise serde's
+/// error as [`read_reply`].
+pub fn read_reply_bytes<T: WireJson>(bytes: &[u8]) -> Result<Reply<T>, ReadError> {
+    fast_or_serde_bytes(bytes, reply_members)
+}
+
+fn reply_members<T: WireJson>(r: &mut Reader<'_>) -> Option<Reply<T>> {
+    let mut reply = None;
+    members!(r, {
+        "ok" => r.once(&mut reply, |r| T::read_json(r).map(Reply::Ok)),
+        "error" => r.once(&mut reply, |r| r.string().map(Reply::Error)),
+    });
+    reply
+}
+
+/// Reads the bytes on the fast path, or, where that path gives up, with
+/// serde once they are checked to be UTF-8.
+#[inline(always)]
+fn fast_or_serde_bytes<'a, T: DeserializeOwned>(
+    bytes: &'a [u8],
+    read: impl FnOnce(&mut Reader<'a>) -> Option<T>,
+) -> Result<T, ReadError> {
+    if let Some(value) = fast(bytes, read) {
+        return Ok(value);
+    }
+    let text = std::str::from_utf8(bytes).map_err(ReadError::NotUtf8)?;
+    serde_json::from_str(text).map_err(ReadError::Json)
 }
 
 /// Reads the whole text on the fast path, or with serde where that path
@@ -257,6 +282,7 @@ fn fast_or_serde<'a, T: DeserializeOwned>(
 }
 
 /// Runs a fast read over the whole text; `None` unless it read all of it.
+#[inline(always)]
 fn fast<'a, T>(bytes: &'a [u8], read: impl FnOnce(&mut Reader<'a>) -> Option<T>) -> Option<T> {
     let mut reader = Reader {
         bytes,
@@ -603,6 +629,9 @@ fn short_string(text: &str, within: &[u8]) -> Option<String> {
     }
     let layout = Layout::new::<[u8; BLOCK]>();
     // SAFETY: the layout's size is not zero.
+    #[cfg(feature = "allocator")]
+    let block = unsafe { crate::allocator::alloc(layout) };
+    #[cfg(not(feature = "allocator"))]
     let block = unsafe { std::alloc::alloc(layout) };
     if block.is_null() {
         std::alloc::handle_alloc_error(layout);
@@ -1371,6 +1400,29 @@ mod tests {
         agrees_on_bytes::<Required>(&envelope(r#"{"reasons":["r"]}"#, "a"));
         agrees_on_bytes::<()>(&envelope("{}", "a"));
         agrees_on_bytes::<std::collections::HashMap<String, u8>>(&envelope("{}", "a"));
+    }
+
+    #[test]
+    fn a_reply_from_bytes_reads_as_serde_reads_its_checked_text() {
+        let reply =
+            r#"{"ok":{"decision":"deny","code":"customer_locked","reason":"gesperrt: Straße"}}"#;
+        let agrees = |bytes: &[u8]| {
+            let ours = read_reply_bytes::<AuthorizeDecision>(bytes).map_err(|e| e.to_string());
+            let theirs = std::str::from_utf8(bytes)
+                .map_err(|e| format!("not UTF-8: {e}"))
+                .and_then(|text| {
+                    serde_json::from_str::<Reply<AuthorizeDecision>>(text)
+                        .map_err(|e| e.to_string())
+                });
+            assert_eq!(ours, theirs, "{}", String::from_utf8_lossy(bytes));
+        };
+        agrees(reply.as_bytes());
+        assert!(fast(reply.as_bytes(), reply_members::<AuthorizeDecision>).is_some());
+        for at in 0..reply.len() {
+            let mut bytes = reply.as_bytes().to_vec();
+            bytes[at] = 0xff;
+            agrees(&bytes);
+        }
     }
 
     #[test]
