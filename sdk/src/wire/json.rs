@@ -361,6 +361,7 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline(always)]
     fn string(&mut self) -> Option<String> {
         let text = self.str()?;
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
