@@ -638,8 +638,7 @@ fn signature(func: &FuncType) -> String {
 
 #[cfg(test)]
 mod tests {
-    use rulehost_sdk::wire::{Actor, Authorize, AuthorizeDecision, AuthorizeInput, Lock, Subject};
-    use rulehost_sdk::wire::{SubjectKind, Timestamp};
+    use rulehost_sdk::wire::{Authorize, AuthorizeDecision, AuthorizeInput, Timestamp};
 
     use crate::{Engine, EngineConfig, PolicyId, PolicySet, Settings};
 
@@ -655,28 +654,14 @@ mod tests {
         text.parse().expect("a valid time")
     }
 
-    /// A contract of a locked customer: every action but the four SUB-4
-    /// names is refused with a reason that quotes the action.
+    /// The README's SUB-4 request, a contract of a locked customer, with
+    /// another action: every action but the four SUB-4 names is refused
+    /// with a reason that quotes the action.
     fn locked_contract(action: &str) -> AuthorizeInput {
-        let mut customer = Subject::new(SubjectKind::Customer, "c-1");
-        customer.locks.push(Lock {
-            id: None,
-            kind: "full".into(),
-            actor: Actor::staff("anna"),
-            reason: "payment_default".into(),
-            message: None,
-            since: at("2026-11-01T00:00:00Z"),
-            until: None,
-        });
-        let mut contract = Subject::new(SubjectKind::Contract, "k-1");
-        contract.parent = Some(Box::new(customer));
-        AuthorizeInput {
-            action: action.into(),
-            actor: Actor::staff("anna"),
-            subject: contract,
-            acknowledgements: vec![],
-            params: serde_json::Value::Null,
-        }
+        let request = include_str!("../../examples/requests/sub4-locked-change-contract.json");
+        let mut input: AuthorizeInput = serde_json::from_str(request).expect("the request");
+        input.action = action.to_owned();
+        input
     }
 
     /// The compiled SDK scans strings sixteen bytes at a time and checks
