@@ -650,16 +650,27 @@ fn short_string(text: &str, within: &[u8]) -> Option<String> {
     }
 }
 
-/// A JSON string, escaped as serde_json escapes it.
+/// A JSON string, escaped as serde_json escapes it. Inlined where it is
+/// written: most strings need no escape, and then this is a scan and one
+/// copy between the quotes.
+#[inline(always)]
 fn string(out: &mut Vec<u8>, text: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut rest = text.as_bytes();
-    out.reserve(rest.len() + 2);
+    let bytes = text.as_bytes();
+    let plain = plain_prefix::<false>(bytes);
+    out.reserve(bytes.len() + 2);
     out.push(b'"');
-    loop {
-        let plain = plain_prefix::<false>(rest);
-        out.extend_from_slice(&rest[..plain]);
-        let Some(&byte) = rest.get(plain) else { break };
+    out.extend_from_slice(&bytes[..plain]);
+    if plain < bytes.len() {
+        escaped(out, &bytes[plain..]);
+    }
+    out.push(b'"');
+}
+
+/// The rest of a string from its first byte to escape on.
+#[inline(never)]
+fn escaped(out: &mut Vec<u8>, mut rest: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    while let Some(&byte) = rest.first() {
         match byte {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
@@ -677,9 +688,11 @@ fn string(out: &mut Vec<u8>, text: &str) {
                 HEX[usize::from(byte & 0xf)],
             ]),
         }
-        rest = &rest[plain + 1..];
+        rest = &rest[1..];
+        let plain = plain_prefix::<false>(rest);
+        out.extend_from_slice(&rest[..plain]);
+        rest = &rest[plain..];
     }
-    out.push(b'"');
 }
 
 /// Writes an object's fields, each after a comma but the first, and keeps
