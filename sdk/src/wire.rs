@@ -332,6 +332,37 @@ pub enum Reply<T> {
     Error(String),
 }
 
+/// A kind's names on the wire, both ways, from one list: `name` and
+/// `FromStr`. Parsing is a `match`, which compares each name in place: the
+/// kinds of every envelope are parsed here.
+macro_rules! kind_names {
+    ($kind:ident, $what:literal, { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $kind {
+            /// The kind's name as used in JSON.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($kind::$variant => $name,)*
+                }
+            }
+        }
+
+        impl FromStr for $kind {
+            type Err = String;
+
+            /// Parses a kind's name; the error names the value and the kinds.
+            fn from_str(name: &str) -> Result<Self, Self::Err> {
+                match name {
+                    $($name => Ok($kind::$variant),)*
+                    _ => {
+                        let names = [$(concat!("`", $name, "`")),*].join(", ");
+                        Err(format!("unknown {} kind `{name}`: expected one of {names}", $what))
+                    }
+                }
+            }
+        }
+    };
+}
+
 /// Who asks for an action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -344,32 +375,11 @@ pub enum ActorKind {
     System,
 }
 
-impl FromStr for ActorKind {
-    type Err = String;
-
-    /// Parses a kind's name; the error names the value and the kinds.
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        match name {
-            "staff" => Ok(ActorKind::Staff),
-            "self_service" => Ok(ActorKind::SelfService),
-            "system" => Ok(ActorKind::System),
-            _ => Err(format!(
-                "unknown actor kind `{name}`: expected one of `staff`, `self_service`, `system`"
-            )),
-        }
-    }
-}
-
-impl ActorKind {
-    /// The kind's name as used in JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            ActorKind::Staff => "staff",
-            ActorKind::SelfService => "self_service",
-            ActorKind::System => "system",
-        }
-    }
-}
+kind_names!(ActorKind, "actor", {
+    Staff => "staff",
+    SelfService => "self_service",
+    System => "system",
+});
 
 /// An actor: its kind and the backend's id for it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -428,36 +438,14 @@ impl SubjectKind {
         SubjectKind::Invoice,
         SubjectKind::Case,
     ];
-
-    /// Its name on the wire: `customer`, `contract`, `invoice`, `case`.
-    pub fn name(self) -> &'static str {
-        match self {
-            SubjectKind::Customer => "customer",
-            SubjectKind::Contract => "contract",
-            SubjectKind::Invoice => "invoice",
-            SubjectKind::Case => "case",
-        }
-    }
 }
 
-impl FromStr for SubjectKind {
-    type Err = String;
-
-    /// Parses a kind's name; the error names the value and the kinds.
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        // A `match` rather than a search of `ALL`: every envelope's subjects
-        // are parsed here, and a match compares each name in place.
-        match name {
-            "customer" => Ok(SubjectKind::Customer),
-            "contract" => Ok(SubjectKind::Contract),
-            "invoice" => Ok(SubjectKind::Invoice),
-            "case" => Ok(SubjectKind::Case),
-            _ => Err(format!(
-                "unknown subject kind `{name}`: expected one of `customer`, `contract`, `invoice`, `case`"
-            )),
-        }
-    }
-}
+kind_names!(SubjectKind, "subject", {
+    Customer => "customer",
+    Contract => "contract",
+    Invoice => "invoice",
+    Case => "case",
+});
 
 /// Names a subject by kind and the backend's own id.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

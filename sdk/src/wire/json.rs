@@ -401,13 +401,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Consumes `"key":`, given quoted and with its colon, when it comes
-    /// next, exactly so.
+    /// Consumes `bytes` when they come next, exactly so: a key given
+    /// quoted and with its colon (`"key":`).
     #[inline(always)]
-    fn expect_key(&mut self, quoted_key: &[u8]) -> bool {
-        let found = self.bytes()[self.at..].starts_with(quoted_key);
+    fn expect_key(&mut self, bytes: &[u8]) -> bool {
+        let found = self.bytes()[self.at..].starts_with(bytes);
         if found {
-            self.at += quoted_key.len();
+            self.at += bytes.len();
         }
         found
     }
@@ -415,11 +415,7 @@ impl<'a> Reader<'a> {
     /// Consumes `bytes` when they come next, after any white space.
     fn expect_bytes(&mut self, bytes: &[u8]) -> bool {
         self.skip_space();
-        let found = self.bytes()[self.at..].starts_with(bytes);
-        if found {
-            self.at += bytes.len();
-        }
-        found
+        self.expect_key(bytes)
     }
 
     /// A member's key and the colon after it.
