@@ -17,12 +17,14 @@
 //! writing its reply.
 //!
 //! Run with `cargo bench -p rulehost --bench evaluate`. After criterion's
-//! report it prints the medians and the ratios a/e, b/e and b/c.
+//! report it prints the medians and the ratios a/e, b/e and b/c; then the
+//! same from rounds that time every way in turn (see [`paired_rounds`]),
+//! which a noisy machine disturbs less.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cedar_policy::{
     Authorizer, Context as CedarContext, Decision, Entities, EntityId, EntityTypeName, EntityUid,
@@ -167,6 +169,13 @@ impl Cedar {
     }
 }
 
+/// One way of deciding a case, as criterion and the paired rounds run it.
+type Way<'a> = (&'static str, Box<dyn Fn() + 'a>);
+
+/// Rounds of the paired measurement, and how long each way runs per round.
+const ROUNDS: usize = 31;
+const ROUND_TIME: Duration = Duration::from_millis(15);
+
 fn main() {
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("criterion-evaluate");
     let mut criterion = Criterion::default()
@@ -193,6 +202,7 @@ fn main() {
     };
     let cedar = Cedar::new();
 
+    let mut paired = Vec::new();
     for (name, action, allowed) in CASES {
         let input = input(action);
         let evaluate = |policy: &PolicySet| {
@@ -215,19 +225,87 @@ fn main() {
         check(&Subscription::authorize(&ctx, &input));
         assert_eq!(cedar.is_allowed(&input), allowed, "{name}: cedar");
 
+        // In the order of `WAYS`.
+        let host = |i: usize| -> Way<'_> {
+            let (way, policy, _) = &through_host[i];
+            (
+                way,
+                Box::new(move || {
+                    black_box(evaluate(policy));
+                }),
+            )
+        };
+        let ways: [Way<'_>; 7] = [
+            host(0),
+            host(1),
+            (
+                WAYS[2],
+                Box::new(|| {
+                    black_box(native_json(black_box(&input), "{}"));
+                }),
+            ),
+            (
+                WAYS[3],
+                Box::new(|| {
+                    black_box(Subscription::authorize(&ctx, black_box(&input)));
+                }),
+            ),
+            (
+                WAYS[4],
+                Box::new(|| {
+                    black_box(cedar.is_allowed(black_box(&input)));
+                }),
+            ),
+            host(2),
+            host(3),
+        ];
         let mut group = criterion.benchmark_group(name);
-        for (way, policy, _) in &through_host {
-            group.bench_function(*way, |b| b.iter(|| evaluate(policy)));
+        for (way, run) in &ways {
+            group.bench_function(*way, |b| b.iter(run));
         }
-        group.bench_function(WAYS[2], |b| b.iter(|| native_json(black_box(&input), "{}")));
-        group.bench_function(WAYS[3], |b| {
-            b.iter(|| Subscription::authorize(&ctx, black_box(&input)))
-        });
-        group.bench_function(WAYS[4], |b| b.iter(|| cedar.is_allowed(black_box(&input))));
         group.finish();
+        paired.push((name, paired_rounds(&ways)));
     }
     criterion.final_summary();
-    report(&out_dir);
+    report(&out_dir, &paired);
+}
+
+/// Times the ways in turn, round after round, each for about
+/// [`ROUND_TIME`] per round and starting each round with the next way:
+/// whatever else the machine does then slows all of them alike, so a ratio
+/// taken within a round holds better than one between criterion's runs,
+/// which are seconds apart. Returns each round's nanoseconds per decision,
+/// way by way.
+fn paired_rounds(ways: &[Way<'_>]) -> Vec<Vec<f64>> {
+    let iterations: Vec<u32> = ways
+        .iter()
+        .map(|(_, run)| {
+            let start = Instant::now();
+            let mut n = 0u32;
+            while start.elapsed() < ROUND_TIME / 4 {
+                run();
+                n += 1;
+            }
+            n.saturating_mul(4).max(1)
+        })
+        .collect();
+    let mut rounds = vec![vec![0.0; ways.len()]; ROUNDS];
+    for (r, round) in rounds.iter_mut().enumerate() {
+        for k in 0..ways.len() {
+            let i = (r + k) % ways.len();
+            let start = Instant::now();
+            for _ in 0..iterations[i] {
+                (ways[i].1)();
+            }
+            round[i] = start.elapsed().as_nanos() as f64 / f64::from(iterations[i]);
+        }
+    }
+    rounds
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// Criterion's median estimate for one benchmark, in nanoseconds.
@@ -237,7 +315,7 @@ fn median_ns(out_dir: &Path, group: &str, way: &str) -> Option<f64> {
     estimates["median"]["point_estimate"].as_f64()
 }
 
-fn report(out_dir: &Path) {
+fn report(out_dir: &Path, paired: &[(&str, Vec<Vec<f64>>)]) {
     println!("\nmedians (ns per decision) and ratios");
     for (group, _, _) in CASES {
         let medians: Vec<Option<f64>> = WAYS
@@ -270,6 +348,23 @@ fn report(out_dir: &Path) {
             "{group}: host floor (f) fresh {f:.0}  (g) reuse {g:.0}; the policy's share (a-f) {:.0}  (b-g) {:.0}",
             a - f,
             b - g
+        );
+    }
+    println!("\npaired: {ROUNDS} rounds of every way in turn; medians over the rounds");
+    for (group, rounds) in paired {
+        let way = |i: usize| median(rounds.iter().map(|round| round[i]).collect());
+        let ratio = |x: usize, y: usize| median(rounds.iter().map(|r| r[x] / r[y]).collect());
+        let ns: Vec<String> = WAYS
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("{name} {:.0}", way(i)))
+            .collect();
+        println!("{group}: {}", ns.join("  "));
+        println!(
+            "{group}: a/e {:.2}  b/e {:.2}  b/c {:.2}",
+            ratio(0, 4),
+            ratio(1, 4),
+            ratio(1, 2)
         );
     }
 }
