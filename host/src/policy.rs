@@ -7,6 +7,7 @@
 //! in there becomes a [`Failure`], and the caller gets the hook's
 //! fail-closed decision with a [`Diagnostic`].
 
+use std::cell::Cell;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use rulehost_sdk::wire::{ABI_VERSION, Hook, HookKind, Reply, Timestamp, WireJson, json};
@@ -253,7 +254,16 @@ impl PolicySet {
         settings: &Settings,
         input: &H::Input,
     ) -> Evaluation<H::Output> {
-        self.evaluate_envelope::<H>(operator, &encode_envelope(now, settings, input))
+        // The thread's envelope buffer, taken out for the evaluation so that
+        // nothing holds it if the evaluation should come back to this thread.
+        let mut envelope = ENVELOPE.take();
+        write_envelope(&mut envelope, now, settings, input);
+        let evaluation = self.evaluate_envelope::<H>(operator, &envelope);
+        if envelope.capacity() <= KEPT_ENVELOPE_BYTES {
+            envelope.clear();
+            ENVELOPE.set(envelope);
+        }
+        evaluation
     }
 
     /// Evaluates hook `H` on an envelope already encoded as JSON.
@@ -553,19 +563,30 @@ pub(crate) fn decode<T: WireJson>(bytes: &[u8]) -> Result<T, Failure> {
     }
 }
 
-/// The JSON envelope for one call; settings are already JSON text.
-pub(crate) fn encode_envelope<I: WireJson>(
+/// Largest envelope buffer a thread keeps for its next evaluation; a larger
+/// one, written for an unusually large input, is freed.
+const KEPT_ENVELOPE_BYTES: usize = 64 << 10;
+
+thread_local! {
+    /// Each thread writes its envelopes into one buffer, which saves an
+    /// allocation per evaluation.
+    static ENVELOPE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Appends the JSON envelope for one call to `buffer`; settings are
+/// already JSON text.
+fn write_envelope<I: WireJson>(
+    buffer: &mut Vec<u8>,
     now: Timestamp,
     settings: &Settings,
     input: &I,
-) -> Vec<u8> {
-    let mut buffer = Vec::with_capacity(512);
+) {
+    buffer.reserve(512);
     // Writing to a Vec cannot fail; the wire types fail only on a time
     // RFC 3339 cannot express (a negative year), which no time the API or
     // the store reads can be.
-    json::write_envelope(&mut buffer, now, settings.as_raw().get(), input)
+    json::write_envelope(buffer, now, settings.as_raw().get(), input)
         .expect("wire types serialize to JSON");
-    buffer
 }
 
 fn hook_index(hook: Hook) -> usize {
@@ -640,6 +661,7 @@ fn signature(func: &FuncType) -> String {
 mod tests {
     use rulehost_sdk::wire::{Authorize, AuthorizeDecision, AuthorizeInput, Timestamp};
 
+    use super::write_envelope;
     use crate::{Engine, EngineConfig, PolicyId, PolicySet, Settings};
 
     fn subscription() -> PolicySet {
@@ -699,7 +721,9 @@ mod tests {
     #[test]
     fn a_byte_that_is_not_utf8_in_a_string_is_an_error_naming_it_inside_the_module() {
         let policy = subscription();
-        let envelope = crate::policy::encode_envelope(
+        let mut envelope = Vec::new();
+        write_envelope(
+            &mut envelope,
             at("2026-11-22T10:00:00Z"),
             &Settings::empty(),
             &locked_contract(&"x".repeat(40)),

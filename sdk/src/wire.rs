@@ -66,12 +66,16 @@ impl Timestamp {
                 value /= 10;
             }
         };
-        put(0, t.year() as u32, 4);
-        put(5, u8::from(t.month()).into(), 2);
-        put(8, t.day().into(), 2);
-        put(11, t.hour().into(), 2);
-        put(14, t.minute().into(), 2);
-        put(17, t.second().into(), 2);
+        // Once for the whole date: `month()` and `day()` would each work it
+        // out from the day of the year again.
+        let (year, month, day) = t.to_calendar_date();
+        let (hour, minute, second) = t.to_hms();
+        put(0, year as u32, 4);
+        put(5, u8::from(month).into(), 2);
+        put(8, day.into(), 2);
+        put(11, hour.into(), 2);
+        put(14, minute.into(), 2);
+        put(17, second.into(), 2);
         Some(out)
     }
 

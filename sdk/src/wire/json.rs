@@ -691,6 +691,18 @@ fn escaped(out: &mut Vec<u8>, mut rest: &[u8]) {
     }
 }
 
+/// A member's key as [`Object`] writes it, made by `key!("name")`: the
+/// comma before it, the quoted name and the colon, so that it goes out in
+/// one copy (without the comma when it is the first).
+#[derive(Clone, Copy)]
+struct Key(&'static [u8]);
+
+macro_rules! key {
+    ($name:literal) => {
+        Key(concat!(",\"", $name, "\":").as_bytes())
+    };
+}
+
 /// Writes an object's fields, each after a comma but the first, and keeps
 /// the first error of a field's value for [`Object::end`].
 struct Object<'o> {
@@ -718,48 +730,44 @@ impl<'o> Object<'o> {
     }
 
     #[inline]
-    fn key(&mut self, key: &str) -> &mut Vec<u8> {
-        if !std::mem::take(&mut self.first) {
-            self.out.push(b',');
-        }
-        self.out.push(b'"');
-        self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
+    fn key(&mut self, key: Key) -> &mut Vec<u8> {
+        let first = std::mem::take(&mut self.first);
+        self.out.extend_from_slice(&key.0[usize::from(first)..]);
         self.out
     }
 
     #[inline]
-    fn str(&mut self, key: &str, value: &str) -> &mut Self {
+    fn str(&mut self, key: Key, value: &str) -> &mut Self {
         string(self.key(key), value);
         self
     }
 
     #[inline]
-    fn value<T: WireJson>(&mut self, key: &str, value: &T) -> &mut Self {
+    fn value<T: WireJson>(&mut self, key: Key, value: &T) -> &mut Self {
         let written = value.write_json(self.key(key));
         self.note(written)
     }
 
-    fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+    fn opt_str(&mut self, key: Key, value: Option<&str>) -> &mut Self {
         if let Some(value) = value {
             self.str(key, value);
         }
         self
     }
 
-    fn opt<T: WireJson>(&mut self, key: &str, value: Option<&T>) -> &mut Self {
+    fn opt<T: WireJson>(&mut self, key: Key, value: Option<&T>) -> &mut Self {
         if let Some(value) = value {
             self.value(key, value);
         }
         self
     }
 
-    fn serde<T: Serialize>(&mut self, key: &str, value: &T) -> &mut Self {
+    fn serde<T: Serialize>(&mut self, key: Key, value: &T) -> &mut Self {
         let written = serde_json::to_writer(&mut *self.key(key), value);
         self.note(written)
     }
 
-    fn list<T: WireJson>(&mut self, key: &str, items: &[T]) -> &mut Self {
+    fn list<T: WireJson>(&mut self, key: Key, items: &[T]) -> &mut Self {
         let out = self.key(key);
         out.push(b'[');
         let mut written = Ok(());
@@ -816,7 +824,10 @@ kind_by_name!(ActorKind, SubjectKind);
 /// `{"kind": ..., "id": ...}`: the shape of an actor and of a subject
 /// reference.
 fn write_kind_and_id<K: WireJson>(out: &mut Vec<u8>, kind: &K, id: &str) -> Written {
-    Object::new(out).value("kind", kind).str("id", id).end()
+    Object::new(out)
+        .value(key!("kind"), kind)
+        .str(key!("id"), id)
+        .end()
 }
 
 fn read_kind_and_id<K: WireJson>(r: &mut Reader<'_>) -> Option<(K, String)> {
@@ -851,13 +862,13 @@ impl WireJson for SubjectRef {
 impl WireJson for Lock {
     fn write_json(&self, out: &mut Vec<u8>) -> Written {
         Object::new(out)
-            .opt_str("id", self.id.as_deref())
-            .str("kind", &self.kind)
-            .value("actor", &self.actor)
-            .str("reason", &self.reason)
-            .opt_str("message", self.message.as_deref())
-            .value("since", &self.since)
-            .opt("until", self.until.as_ref())
+            .opt_str(key!("id"), self.id.as_deref())
+            .str(key!("kind"), &self.kind)
+            .value(key!("actor"), &self.actor)
+            .str(key!("reason"), &self.reason)
+            .opt_str(key!("message"), self.message.as_deref())
+            .value(key!("since"), &self.since)
+            .opt(key!("until"), self.until.as_ref())
             .end()
     }
 
@@ -889,21 +900,21 @@ impl WireJson for Subject {
     fn write_json(&self, out: &mut Vec<u8>) -> Written {
         let mut object = Object::new(out);
         object
-            .value("kind", &self.kind)
-            .str("id", &self.id)
-            .opt_str("status", self.status.as_deref());
+            .value(key!("kind"), &self.kind)
+            .str(key!("id"), &self.id)
+            .opt_str(key!("status"), self.status.as_deref());
         if !self.switches.is_empty() {
-            object.serde("switches", &self.switches);
+            object.serde(key!("switches"), &self.switches);
         }
         if !self.locks.is_empty() {
-            object.list("locks", &self.locks);
+            object.list(key!("locks"), &self.locks);
         }
-        object.opt("parent", self.parent.as_deref());
+        object.opt(key!("parent"), self.parent.as_deref());
         if !self.children.is_empty() {
-            object.list("children", &self.children);
+            object.list(key!("children"), &self.children);
         }
         if !self.attributes.is_empty() {
-            object.serde("attributes", &self.attributes);
+            object.serde(key!("attributes"), &self.attributes);
         }
         object.end()
     }
@@ -943,14 +954,14 @@ impl WireJson for AuthorizeInput {
     fn write_json(&self, out: &mut Vec<u8>) -> Written {
         let mut object = Object::new(out);
         object
-            .str("action", &self.action)
-            .value("actor", &self.actor)
-            .value("subject", &self.subject);
+            .str(key!("action"), &self.action)
+            .value(key!("actor"), &self.actor)
+            .value(key!("subject"), &self.subject);
         if !self.acknowledgements.is_empty() {
-            object.serde("acknowledgements", &self.acknowledgements);
+            object.serde(key!("acknowledgements"), &self.acknowledgements);
         }
         if !self.params.is_null() {
-            object.serde("params", &self.params);
+            object.serde(key!("params"), &self.params);
         }
         object.end()
     }
@@ -978,8 +989,8 @@ impl WireJson for AuthorizeInput {
 impl WireJson for Acknowledgement {
     fn write_json(&self, out: &mut Vec<u8>) -> Written {
         Object::new(out)
-            .str("code", &self.code)
-            .str("reason", &self.reason)
+            .str(key!("code"), &self.code)
+            .str(key!("reason"), &self.reason)
             .end()
     }
 
@@ -1004,13 +1015,13 @@ impl WireJson for AuthorizeDecision {
                 Ok(())
             }
             AuthorizeDecision::Deny { code, reason } => Object::new(out)
-                .str("decision", "deny")
-                .str("code", code)
-                .str("reason", reason)
+                .str(key!("decision"), "deny")
+                .str(key!("code"), code)
+                .str(key!("reason"), reason)
                 .end(),
             AuthorizeDecision::NeedsConfirmation { required } => Object::new(out)
-                .str("decision", "needs_confirmation")
-                .list("required", required)
+                .str(key!("decision"), "needs_confirmation")
+                .list(key!("required"), required)
                 .end(),
         }
     }
