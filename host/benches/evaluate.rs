@@ -24,7 +24,7 @@
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use cedar_policy::{
     Authorizer, Context as CedarContext, Decision, Entities, EntityId, EntityTypeName, EntityUid,
@@ -177,6 +177,7 @@ const ROUNDS: usize = 31;
 const ROUND_TIME: Duration = Duration::from_millis(15);
 
 fn main() {
+    let started = SystemTime::now();
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("criterion-evaluate");
     let mut criterion = Criterion::default()
         .output_directory(&out_dir)
@@ -202,6 +203,11 @@ fn main() {
     };
     let cedar = Cedar::new();
 
+    // As criterion decides: `cargo bench` passes `--bench`; without it
+    // (`cargo test --benches`, which runs each way once) or with `--list`
+    // nothing is timed.
+    let args: Vec<String> = std::env::args().collect();
+    let timing = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--list");
     let mut paired = Vec::new();
     for (name, action, allowed) in CASES {
         let input = input(action);
@@ -264,10 +270,15 @@ fn main() {
             group.bench_function(*way, |b| b.iter(run));
         }
         group.finish();
-        paired.push((name, paired_rounds(&ways)));
+        if timing {
+            paired.push((name, paired_rounds(&ways)));
+        }
     }
     criterion.final_summary();
-    report(&out_dir, &paired);
+    // Not timed, criterion's estimates on disk would be an earlier run's.
+    if timing {
+        report(&out_dir, started, &paired);
+    }
 }
 
 /// Times the ways in turn, round after round, each for about
@@ -308,19 +319,23 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Criterion's median estimate for one benchmark, in nanoseconds.
-fn median_ns(out_dir: &Path, group: &str, way: &str) -> Option<f64> {
+/// Criterion's median estimate for one benchmark, in nanoseconds, when it
+/// was measured by this run (`since` its start), not left by an earlier one.
+fn median_ns(out_dir: &Path, group: &str, way: &str, since: SystemTime) -> Option<f64> {
     let path: PathBuf = out_dir.join(group).join(way).join("new/estimates.json");
+    if std::fs::metadata(&path).and_then(|m| m.modified()).ok()? < since {
+        return None;
+    }
     let estimates: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     estimates["median"]["point_estimate"].as_f64()
 }
 
-fn report(out_dir: &Path, paired: &[(&str, Vec<Vec<f64>>)]) {
+fn report(out_dir: &Path, since: SystemTime, paired: &[(&str, Vec<Vec<f64>>)]) {
     println!("\nmedians (ns per decision) and ratios");
     for (group, _, _) in CASES {
         let medians: Vec<Option<f64>> = WAYS
             .iter()
-            .map(|way| median_ns(out_dir, group, way))
+            .map(|way| median_ns(out_dir, group, way, since))
             .collect();
         let [
             Some(a),
@@ -332,7 +347,7 @@ fn report(out_dir: &Path, paired: &[(&str, Vec<Vec<f64>>)]) {
             Some(g),
         ] = medians[..]
         else {
-            println!("{group}: not all seven ways ran (filtered?)");
+            println!("{group}: not all seven ways ran in this run (filtered?)");
             continue;
         };
         println!(
