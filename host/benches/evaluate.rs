@@ -116,8 +116,7 @@ fn native_json(input: &AuthorizeInput, settings: &str) -> AuthorizeDecision {
     let mut envelope = Vec::with_capacity(512);
     json::write_envelope(&mut envelope, now(), settings, input).expect("encode");
     let reply = rulehost_sdk::handle_json::<Subscription>(Hook::Authorize, &envelope);
-    let reply = std::str::from_utf8(&reply).expect("UTF-8");
-    match json::read_reply::<AuthorizeDecision>(reply).expect("decode") {
+    match json::read_reply_bytes::<AuthorizeDecision>(&reply).expect("decode") {
         Reply::Ok(decision) => decision,
         Reply::Error(message) => panic!("{message}"),
     }

@@ -2,7 +2,7 @@
 //! each feeds arbitrary bytes to one of the host's decoders, which must
 //! answer an error, never panic. Not part of the stable API.
 
-use std::fmt::Debug;
+use std::fmt::{Debug, Display};
 
 use rulehost_sdk::wire::json;
 use rulehost_sdk::wire::{
@@ -39,15 +39,16 @@ pub fn policy_output(bytes: &[u8]) {
     }
     // As the module reads an envelope and the host a reply: from bytes,
     // checking only the strings that are not ASCII.
-    same_on_bytes(
+    let lossy = String::from_utf8_lossy(bytes);
+    same_as_serde(
         json::read_envelope_bytes::<Value, AuthorizeInput>(bytes),
-        bytes,
-        |text| serde_json::from_str::<Envelope<Value, AuthorizeInput>>(text),
+        json::serde_bytes(bytes),
+        &lossy,
     );
-    same_on_bytes(
+    same_as_serde(
         json::read_reply_bytes::<AuthorizeDecision>(bytes),
-        bytes,
-        |text| serde_json::from_str::<Reply<AuthorizeDecision>>(text),
+        json::serde_bytes(bytes),
+        &lossy,
     );
     let _ = decode::<AuthorizeDecision>(bytes);
     let _ = decode::<BillingDecision>(bytes);
@@ -71,29 +72,10 @@ pub fn import_file(bytes: &[u8]) {
     }
 }
 
-/// Panics unless a read from bytes gave what serde gives once the bytes
-/// are checked as UTF-8: the same value, or the same error message.
-fn same_on_bytes<T: PartialEq + Debug>(
-    ours: Result<T, json::ReadError>,
-    bytes: &[u8],
-    serde: impl FnOnce(&str) -> Result<T, serde_json::Error>,
-) {
-    let ours = ours.map_err(|e| e.to_string());
-    let serdes = std::str::from_utf8(bytes)
-        .map_err(|e| format!("not UTF-8: {e}"))
-        .and_then(|text| serde(text).map_err(|e| e.to_string()));
-    assert_eq!(
-        ours,
-        serdes,
-        "the fast JSON path and serde differ on {:?}",
-        String::from_utf8_lossy(bytes)
-    );
-}
-
 /// Panics unless both reads gave the same value or the same error message.
-fn same_as_serde<T: PartialEq + Debug>(
-    ours: Result<T, serde_json::Error>,
-    serdes: Result<T, serde_json::Error>,
+fn same_as_serde<T: PartialEq + Debug, E: Display>(
+    ours: Result<T, E>,
+    serdes: Result<T, E>,
     text: &str,
 ) {
     let (ours, serdes) = (

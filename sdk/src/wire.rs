@@ -336,12 +336,15 @@ pub enum Reply<T> {
     Error(String),
 }
 
-/// A kind's names on the wire, both ways, from one list: `name` and
-/// `FromStr`. Parsing is a `match`, which compares each name in place: the
-/// kinds of every envelope are parsed here.
+/// A kind's variants and their names on the wire, from one list: `ALL`,
+/// `name` and `FromStr`. Parsing is a `match`, which compares each name in
+/// place: the kinds of every envelope are parsed here.
 macro_rules! kind_names {
     ($kind:ident, $what:literal, { $($variant:ident => $name:literal),* $(,)? }) => {
         impl $kind {
+            /// Every kind.
+            pub const ALL: [$kind; [$($name),*].len()] = [$($kind::$variant),*];
+
             /// The kind's name as used in JSON.
             pub fn name(self) -> &'static str {
                 match self {
@@ -432,16 +435,6 @@ pub enum SubjectKind {
     Invoice,
     /// A collections case.
     Case,
-}
-
-impl SubjectKind {
-    /// Every kind.
-    pub const ALL: [SubjectKind; 4] = [
-        SubjectKind::Customer,
-        SubjectKind::Contract,
-        SubjectKind::Invoice,
-        SubjectKind::Case,
-    ];
 }
 
 kind_names!(SubjectKind, "subject", {

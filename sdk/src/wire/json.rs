@@ -258,16 +258,21 @@ fn reply_members<T: WireJson>(r: &mut Reader<'_>) -> Option<Reply<T>> {
     reply
 }
 
-/// Reads the bytes on the fast path, or, where that path gives up, with
-/// serde once they are checked to be UTF-8.
+/// Reads the bytes on the fast path, or with [`serde_bytes`] where that
+/// path gives up.
 #[inline(always)]
 fn fast_or_serde_bytes<'a, T: DeserializeOwned>(
     bytes: &'a [u8],
     read: impl FnOnce(&mut Reader<'a>) -> Option<T>,
 ) -> Result<T, ReadError> {
-    if let Some(value) = fast(bytes, read) {
-        return Ok(value);
-    }
+    fast(bytes, read).map_or_else(|| serde_bytes(bytes), Ok)
+}
+
+/// Reads the bytes with serde once they are checked to be UTF-8: what the
+/// `_bytes` readers fall back to, and what they must agree with (the SDK's
+/// tests and the host's fuzz target compare them).
+#[doc(hidden)]
+pub fn serde_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ReadError> {
     let text = std::str::from_utf8(bytes).map_err(ReadError::NotUtf8)?;
     serde_json::from_str(text).map_err(ReadError::Json)
 }
@@ -1377,14 +1382,24 @@ mod tests {
         reasons: Vec<String>,
     }
 
-    /// An envelope read from bytes: serde's value or error once the bytes
-    /// are checked as UTF-8, whatever the fast path meets.
+    /// A read from bytes gave serde's value or error once the bytes are
+    /// checked as UTF-8, whatever the fast path met.
+    fn same_as_serde_bytes<T: DeserializeOwned + PartialEq + Debug>(
+        ours: Result<T, ReadError>,
+        bytes: &[u8],
+    ) {
+        let theirs = serde_bytes::<T>(bytes).map_err(|e| e.to_string());
+        assert_eq!(
+            ours.map_err(|e| e.to_string()),
+            theirs,
+            "{}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+
+    /// An envelope read from bytes, as [`same_as_serde_bytes`].
     fn agrees_on_bytes<S: DeserializeOwned + PartialEq + Debug>(bytes: &[u8]) {
-        let ours = read_envelope_bytes::<S, AuthorizeInput>(bytes).map_err(|e| e.to_string());
-        let theirs = std::str::from_utf8(bytes)
-            .map_err(|e| format!("not UTF-8: {e}"))
-            .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()));
-        assert_eq!(ours, theirs, "{}", String::from_utf8_lossy(bytes));
+        same_as_serde_bytes(read_envelope_bytes::<S, AuthorizeInput>(bytes), bytes);
     }
 
     #[test]
@@ -1427,16 +1442,8 @@ mod tests {
     fn a_reply_from_bytes_reads_as_serde_reads_its_checked_text() {
         let reply =
             r#"{"ok":{"decision":"deny","code":"customer_locked","reason":"gesperrt: Straße"}}"#;
-        let agrees = |bytes: &[u8]| {
-            let ours = read_reply_bytes::<AuthorizeDecision>(bytes).map_err(|e| e.to_string());
-            let theirs = std::str::from_utf8(bytes)
-                .map_err(|e| format!("not UTF-8: {e}"))
-                .and_then(|text| {
-                    serde_json::from_str::<Reply<AuthorizeDecision>>(text)
-                        .map_err(|e| e.to_string())
-                });
-            assert_eq!(ours, theirs, "{}", String::from_utf8_lossy(bytes));
-        };
+        let agrees =
+            |bytes: &[u8]| same_as_serde_bytes(read_reply_bytes::<AuthorizeDecision>(bytes), bytes);
         agrees(reply.as_bytes());
         assert!(fast(reply.as_bytes(), reply_members::<AuthorizeDecision>).is_some());
         for at in 0..reply.len() {
