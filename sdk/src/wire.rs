@@ -82,28 +82,30 @@ impl Timestamp {
     /// Parses the canonical form without the general RFC 3339 parser;
     /// `None` for anything else.
     fn parse_canonical(text: &str) -> Option<Self> {
-        let b = text.as_bytes();
-        if b.len() != 20
-            || b[4] != b'-'
-            || b[7] != b'-'
-            || b[10] != b'T'
-            || b[13] != b':'
-            || b[16] != b':'
-            || b[19] != b'Z'
-        {
+        Timestamp::parse_canonical_bytes(text.as_bytes().try_into().ok()?)
+    }
+
+    /// [`Timestamp::parse_canonical`] of exactly the form's 20 bytes: every
+    /// position is known, so nothing is searched or bounds-checked.
+    fn parse_canonical_bytes(b: &[u8; 20]) -> Option<Self> {
+        let separators = (b[4] ^ b'-')
+            | (b[7] ^ b'-')
+            | (b[10] ^ b'T')
+            | (b[13] ^ b':')
+            | (b[16] ^ b':')
+            | (b[19] ^ b'Z');
+        let digit = |at: usize| b[at].wrapping_sub(b'0');
+        let not_digits = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+            .into_iter()
+            .fold(0, |bad, at| bad | u8::from(digit(at) > 9));
+        if separators | not_digits != 0 {
             return None;
         }
-        let num = |range: std::ops::Range<usize>| -> Option<u32> {
-            b[range].iter().try_fold(0u32, |acc, &c| {
-                c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-            })
-        };
-        let month = time::Month::try_from(num(5..7)? as u8).ok()?;
-        let date =
-            time::Date::from_calendar_date(num(0..4)? as i32, month, num(8..10)? as u8).ok()?;
-        let clock =
-            time::Time::from_hms(num(11..13)? as u8, num(14..16)? as u8, num(17..19)? as u8)
-                .ok()?;
+        let two = |at: usize| digit(at) * 10 + digit(at + 1);
+        let year = i32::from(two(0)) * 100 + i32::from(two(2));
+        let month = time::Month::try_from(two(5)).ok()?;
+        let date = time::Date::from_calendar_date(year, month, two(8)).ok()?;
+        let clock = time::Time::from_hms(two(11), two(14), two(17)).ok()?;
         Some(Timestamp(date.with_time(clock).assume_utc()))
     }
 }
