@@ -85,18 +85,19 @@ impl Default for EngineConfig {
     }
 }
 
-/// Names a policy set version: `subscription@3`.
+/// Names a policy set version: `subscription@3`. Cheap to clone: every
+/// evaluation's result carries one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PolicyId {
     /// The policy set's name, usually its flavour.
-    pub name: String,
+    pub name: Arc<str>,
     /// Its version, counted per operator by the store, or chosen by the caller.
     pub version: u32,
 }
 
 impl PolicyId {
     /// A policy id.
-    pub fn new(name: impl Into<String>, version: u32) -> Self {
+    pub fn new(name: impl Into<Arc<str>>, version: u32) -> Self {
         PolicyId {
             name: name.into(),
             version,
