@@ -496,6 +496,9 @@ impl<'a> Reader<'a> {
     }
 
     /// Consumes `bytes` when they come next, after any white space.
+    /// Inlined, so that a literal is compared in place rather than by a
+    /// call to `memcmp`, which a module runs a byte at a time.
+    #[inline(always)]
     fn expect_bytes(&mut self, bytes: &[u8]) -> bool {
         self.skip_space();
         self.expect_key(bytes)
@@ -540,6 +543,11 @@ impl<'a> Reader<'a> {
         self.eat(b'[')?;
         if self.eat(b']').is_some() {
             return Some(());
+        }
+        if items.capacity() == 0 {
+            // Allocated at its size straight away; the first `push` into an
+            // empty vector takes the general path for growing one.
+            *items = Vec::with_capacity(2);
         }
         loop {
             items.push(blank());
