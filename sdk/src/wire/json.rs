@@ -545,8 +545,9 @@ impl<'a> Reader<'a> {
             return Some(());
         }
         if items.capacity() == 0 {
-            // Allocated at its size straight away; the first `push` into an
-            // empty vector takes the general path for growing one.
+            // Room for two straight away (a subject rarely has more locks):
+            // the first `push` into an empty vector takes the general path
+            // for growing one, a call a module makes at some cost.
             *items = Vec::with_capacity(2);
         }
         loop {
