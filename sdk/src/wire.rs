@@ -340,7 +340,8 @@ pub enum Reply<T> {
 
 /// A kind's variants and their names on the wire, from one list: `ALL`,
 /// `name` and `FromStr`. Parsing is a `match`, which compares each name in
-/// place: the kinds of every envelope are parsed here.
+/// place; the JSON reader compares the quoted names of `ALL` before it
+/// falls back to it.
 macro_rules! kind_names {
     ($kind:ident, $what:literal, { $($variant:ident => $name:literal),* $(,)? }) => {
         impl $kind {

@@ -80,47 +80,28 @@ macro_rules! members {
 }
 
 /// Reads the members of an object straight into the fields of a value
-/// being decoded: `{` then, per member, the statement of its key, which
-/// assigns the field (its `?` returns `None` from the enclosing function).
+/// being decoded, as [`members!`] reads them, each arm a statement that
+/// assigns its field (its `?` returns `None` from the enclosing function).
 /// Each key has a bit in `$seen`, so a field given twice goes to serde,
 /// which refuses it, and the caller checks the required ones afterwards.
 ///
-/// Unlike [`members!`], nothing is staged in an `Option` and moved into
-/// place at the end: a policy module spends much of an envelope's decoding
-/// on such moves.
+/// Unlike the arms of [`members!`], nothing is staged in an `Option` and
+/// moved into place at the end: a policy module spends much of an
+/// envelope's decoding on such moves.
 macro_rules! fields {
     ($r:ident, $seen:ident, { $($key:literal [$bit:literal] => $read:expr),* $(,)? }) => {
         let mut $seen: u16 = 0;
-        $r.eat(b'{')?;
-        if $r.eat(b'}').is_none() {
-            'members: {
-                // In the host's order, no key can have been seen before.
-                $(
-                    if $r.expect_key(concat!("\"", $key, "\":").as_bytes()) {
-                        $seen |= 1 << $bit;
-                        $read;
-                        if !$r.next_member()? {
-                            break 'members;
-                        }
-                    }
-                )*
-                loop {
-                    match $r.key()? {
-                        $($key => {
-                            if $seen & (1 << $bit) != 0 {
-                                return None;
-                            }
-                            $seen |= 1 << $bit;
-                            $read;
-                        })*
-                        _ => return None,
-                    }
-                    if !$r.next_member()? {
-                        break;
-                    }
+        members!($r, {
+            $($key => {
+                if $seen & (1 << $bit) != 0 {
+                    None
+                } else {
+                    $seen |= 1 << $bit;
+                    $read;
+                    Some(())
                 }
-            }
-        }
+            }),*
+        });
     };
 }
 
@@ -1029,13 +1010,17 @@ fn write_kind_and_id<K: WireJson>(out: &mut Vec<u8>, kind: &K, id: &str) -> Writ
         .end()
 }
 
-fn read_kind_and_id<K: WireJson>(r: &mut Reader<'_>) -> Option<(K, String)> {
-    let (mut kind, mut id) = (None, None);
-    members!(r, {
-        "kind" => r.once(&mut kind, K::read_json),
-        "id" => r.once(&mut id, Reader::string),
+/// Reads `{"kind": ..., "id": ...}` into the two fields.
+fn read_kind_and_id_into<K: WireJson>(
+    r: &mut Reader<'_>,
+    kind: &mut K,
+    id: &mut String,
+) -> Option<()> {
+    fields!(r, seen, {
+        "kind" [0] => *kind = K::read_json(r)?,
+        "id" [1] => *id = r.string()?,
     });
-    Some((kind?, id?))
+    (seen == 0b11).then_some(())
 }
 
 impl WireJson for Actor {
@@ -1051,11 +1036,7 @@ impl WireJson for Actor {
 }
 
 fn read_actor_into(r: &mut Reader<'_>, actor: &mut Actor) -> Option<()> {
-    fields!(r, seen, {
-        "kind" [0] => actor.kind = ActorKind::read_json(r)?,
-        "id" [1] => actor.id = r.string()?,
-    });
-    (seen == 0b11).then_some(())
+    read_kind_and_id_into(r, &mut actor.kind, &mut actor.id)
 }
 
 impl WireJson for SubjectRef {
@@ -1064,7 +1045,12 @@ impl WireJson for SubjectRef {
     }
 
     fn read_json(r: &mut Reader<'_>) -> Option<Self> {
-        read_kind_and_id(r).map(|(kind, id)| SubjectRef { kind, id })
+        let mut subject = SubjectRef {
+            kind: SubjectKind::Customer,
+            id: String::new(),
+        };
+        read_kind_and_id_into(r, &mut subject.kind, &mut subject.id)?;
+        Some(subject)
     }
 }
 
