@@ -50,7 +50,9 @@ impl Default for Limits {
 #[serde(rename_all = "snake_case")]
 pub enum Isolation {
     /// A clean instance for every evaluation: nothing one decision does can
-    /// reach another.
+    /// reach another. A store makes several instances in turn, each one
+    /// used once, and is dropped with them (its slots of the instance pool
+    /// are taken back like warm instances when the pool is full).
     #[default]
     Fresh,
     /// Warm instances kept between evaluations, one per concurrent caller,
@@ -70,7 +72,8 @@ pub struct EngineConfig {
     pub isolation: Isolation,
     /// Where compiled modules are cached; `None` compiles on every load.
     pub cache_dir: Option<PathBuf>,
-    /// How many instances may exist at once across all policy sets.
+    /// How many instances may exist at once across all policy sets,
+    /// including the idle ones policy sets keep for their next evaluations.
     pub max_instances: u32,
 }
 

@@ -416,7 +416,9 @@ fn call_counts(isolation: Isolation, calls: usize) -> Vec<String> {
 
 #[test]
 fn fresh_isolation_leaks_no_state_between_evaluations() {
-    assert_eq!(call_counts(Isolation::Fresh, 4), ["1", "1", "1", "1"]);
+    // More evaluations than a store makes instances: the counter starts
+    // over in every one, whichever store made it.
+    assert_eq!(call_counts(Isolation::Fresh, 20), vec!["1"; 20]);
 }
 
 #[test]

@@ -1854,10 +1854,20 @@ fn apply_nothing() -> String {
 
 #[test]
 fn host_1_in_reuse_mode_more_operators_than_instances_take_warm_ones_back() {
+    more_operators_than_instances(Isolation::Reuse);
+}
+
+#[test]
+fn host_1_in_fresh_mode_more_operators_than_instances_take_idle_stores_back() {
+    more_operators_than_instances(Isolation::Fresh);
+}
+
+fn more_operators_than_instances(isolation: Isolation) {
     let dir = tempfile::tempdir().unwrap();
-    // Two instances in all; each policy set keeps one warm after use.
+    // Two instances in all; each policy set keeps one warm after use in
+    // reuse mode, and in fresh mode a store with the instances it made.
     let config = EngineConfig {
-        isolation: Isolation::Reuse,
+        isolation,
         max_instances: 2,
         ..EngineConfig::default()
     };
