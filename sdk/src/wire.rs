@@ -354,6 +354,14 @@ macro_rules! kind_names {
                     $($kind::$variant => $name,)*
                 }
             }
+
+            /// The name as a JSON string, quotes included: the JSON writer
+            /// copies it whole, as no name has a character to escape.
+            pub(crate) fn quoted_name(self) -> &'static str {
+                match self {
+                    $($kind::$variant => concat!("\"", $name, "\""),)*
+                }
+            }
         }
 
         impl FromStr for $kind {

@@ -983,7 +983,7 @@ macro_rules! kind_by_name {
     ($($kind:ty),*) => {$(
         impl WireJson for $kind {
             fn write_json(&self, out: &mut Vec<u8>) -> Written {
-                string(out, self.name());
+                extend(out, self.quoted_name().as_bytes());
                 Ok(())
             }
 
@@ -1468,6 +1468,13 @@ mod tests {
         }
         let error = Reply::<AuthorizeDecision>::Error("cannot read `x`: \"y\"".into());
         assert_eq!(reply_to_vec(&error), serde_json::to_vec(&error).unwrap());
+        // Kinds are written from their quoted names, copied whole.
+        for kind in ActorKind::ALL {
+            same_as_serde(&kind);
+        }
+        for kind in SubjectKind::ALL {
+            same_as_serde(&kind);
+        }
     }
 
     #[test]
