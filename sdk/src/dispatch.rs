@@ -7,7 +7,7 @@ use std::mem::MaybeUninit;
 
 use serde::de::DeserializeOwned;
 
-use crate::wire::json::{read_envelope_bytes, reply_to_vec};
+use crate::wire::json::{Reader, read_envelope_bytes, read_envelope_bytes_with, reply_to_vec};
 use crate::wire::{
     Authorize, Billing, Envelope, Hook, HookKind, Reply, SettingsVerdict, Transition, WireJson,
 };
@@ -29,19 +29,63 @@ fn respond<P: Policy, H: HookKind>(
     envelope: &[u8],
     decide: fn(&Context<P::Settings>, &H::Input) -> H::Output,
 ) -> Vec<u8> {
-    match read::<P::Settings, H::Input>(envelope) {
-        Ok(envelope) => {
+    // The arena blocks the input owns, when the SDK's arena served them all.
+    let mut input_blocks: Option<usize> = None;
+    let read_input =
+        |r: &mut Reader<'_>| counting_blocks(&mut input_blocks, || H::Input::read_json(r));
+    match read_envelope_bytes_with::<P::Settings, H::Input>(envelope, read_input) {
+        Ok((envelope, fast)) => {
             let ctx = Context {
                 now: envelope.now,
                 settings: envelope.settings,
             };
-            reply_to_vec(&Reply::Ok(decide(&ctx, &envelope.input)))
+            let reply = reply_to_vec(&Reply::Ok(decide(&ctx, &envelope.input)));
+            // Counted only if the fast path's input is the one read.
+            free_input(envelope.input, input_blocks.filter(|_| fast));
+            reply
         }
         Err(error) => reply_to_vec(&Reply::<()>::Error(format!(
             "cannot read `{}` input: {error}",
             H::HOOK
         ))),
     }
+}
+
+/// Runs `read` and sets `blocks` to the number of arena blocks allocated
+/// by it that are still live: those of the value read, as reading keeps
+/// nothing else. `None` when some allocation came from outside the arena.
+#[cfg(all(target_arch = "wasm32", feature = "allocator"))]
+#[inline(always)]
+fn counting_blocks<T>(blocks: &mut Option<usize>, read: impl FnOnce() -> Option<T>) -> Option<T> {
+    let before = crate::allocator::Mark::now();
+    let value = read()?;
+    *blocks = before.live_blocks_since();
+    Some(value)
+}
+
+/// Without the SDK's arena nothing is counted.
+#[cfg(not(all(target_arch = "wasm32", feature = "allocator")))]
+#[inline(always)]
+fn counting_blocks<T>(blocks: &mut Option<usize>, read: impl FnOnce() -> Option<T>) -> Option<T> {
+    *blocks = None;
+    read()
+}
+
+/// Frees a hook's input after the call: in bulk when its arena blocks are
+/// counted, which spares a module a call into the allocator per string;
+/// by dropping it otherwise.
+#[inline(always)]
+fn free_input<I>(input: I, arena_blocks: Option<usize>) {
+    #[cfg(all(target_arch = "wasm32", feature = "allocator"))]
+    if let Some(blocks) = arena_blocks {
+        // SAFETY: `blocks` is what the input owns, all of it in the arena
+        // (`respond`); the policy only had it by shared reference; and the
+        // hooks' input types own nothing but memory.
+        unsafe { crate::allocator::free_in_bulk(input, blocks) };
+        return;
+    }
+    let _ = arena_blocks;
+    drop(input);
 }
 
 fn validate_settings<P: Policy>(envelope: &[u8]) -> Vec<u8> {

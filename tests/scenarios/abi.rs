@@ -450,6 +450,54 @@ fn the_cpu_budget_is_deterministic_in_fresh_isolation() {
     assert_eq!(fuel, [fuel[0]; 3]);
 }
 
+/// The SDK's arena frees a decoded input in bulk, without dropping it
+/// string by string, and rewinds once nothing in it is live. Were a call's
+/// blocks miscounted, the arena would fill up over a few hundred calls and
+/// allocations would move to the general allocator, which costs more fuel,
+/// or it would rewind under live data and the decisions would change.
+#[test]
+fn a_warm_instance_spends_the_same_fuel_on_every_call() {
+    let engine = engine(Isolation::Reuse);
+    let policy = bundled(&engine, "subscription", 1);
+    let locked = || {
+        crate::support::contract_of(customer(vec![crate::support::lock(
+            "payment_default",
+            "2026-11-01T00:00:00Z",
+            None,
+        )]))
+    };
+    let cases = [
+        request("change_contract", Actor::staff("anna"), locked()),
+        request("end_contract", Actor::staff("anna"), locked()),
+    ];
+    let now = at("2026-11-22T10:00:00Z");
+    let mut first: Vec<Option<(AuthorizeDecision, u64)>> = vec![None; cases.len()];
+    // Round 0 is the instance's first call, which has no earlier reply to
+    // free first; it spends a little less.
+    for round in 0..500 {
+        for (case, input) in cases.iter().enumerate() {
+            let evaluation = policy.evaluate::<rulehost::wire::Authorize>(
+                "acme",
+                now,
+                &Settings::empty(),
+                input,
+            );
+            assert_eq!(evaluation.diagnostic, None);
+            if round == 0 {
+                continue;
+            }
+            let seen = (evaluation.decision, evaluation.fuel_used);
+            let first = first[case].get_or_insert_with(|| seen.clone());
+            assert_eq!(&seen, first, "round {round}, `{}`", input.action);
+        }
+    }
+    let decisions: Vec<bool> = first
+        .iter()
+        .map(|seen| seen.as_ref().unwrap().0.is_allow())
+        .collect();
+    assert_eq!(decisions, [false, true]);
+}
+
 #[test]
 fn policies_may_log_through_the_one_host_function() {
     let wat = module(

@@ -213,15 +213,37 @@ impl std::fmt::Display for ReadError {
 
 impl std::error::Error for ReadError {}
 
+/// [`read_envelope_bytes`], with `read_input` reading the input on the fast
+/// path; also whether the fast path read the envelope (`false`: serde did).
+#[inline(always)]
+pub(crate) fn read_envelope_bytes_with<'a, S: DeserializeOwned, I: WireJson>(
+    bytes: &'a [u8],
+    read_input: impl FnOnce(&mut Reader<'a>) -> Option<I>,
+) -> Result<(Envelope<S, I>, bool), ReadError> {
+    match fast(bytes, |r| envelope_members_with(r, read_input)) {
+        Some(envelope) => Ok((envelope, true)),
+        None => serde_bytes(bytes).map(|envelope| (envelope, false)),
+    }
+}
+
 #[inline(always)]
 fn envelope_members<S: DeserializeOwned, I: WireJson>(
     r: &mut Reader<'_>,
 ) -> Option<Envelope<S, I>> {
+    envelope_members_with(r, I::read_json)
+}
+
+#[inline(always)]
+fn envelope_members_with<'a, S: DeserializeOwned, I: WireJson>(
+    r: &mut Reader<'a>,
+    read_input: impl FnOnce(&mut Reader<'a>) -> Option<I>,
+) -> Option<Envelope<S, I>> {
     let (mut now, mut settings, mut input) = (None, None, None);
+    let mut read_input = Some(read_input);
     members!(r, {
         "now" => r.once(&mut now, Timestamp::read_json),
         "settings" => r.once(&mut settings, Reader::settings),
-        "input" => r.once(&mut input, I::read_json),
+        "input" => r.once(&mut input, read_input.take()?),
     });
     Some(Envelope {
         now: now?,
