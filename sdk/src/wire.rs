@@ -58,24 +58,22 @@ impl Timestamp {
         if !t.offset().is_utc() || t.nanosecond() != 0 || !(0..=9999).contains(&t.year()) {
             return None;
         }
-        let mut out = *b"0000-00-00T00:00:00Z";
-        let mut put = |at: usize, value: u32, digits: usize| {
-            let mut value = value;
-            for i in (0..digits).rev() {
-                out[at + i] = b'0' + (value % 10) as u8;
-                value /= 10;
-            }
-        };
-        // Once for the whole date: `month()` and `day()` would each work it
-        // out from the day of the year again.
-        let (year, month, day) = t.to_calendar_date();
+        let (year, ordinal) = t.to_ordinal_date();
+        let (month, day) = month_and_day(ordinal, time::util::is_leap_year(year));
         let (hour, minute, second) = t.to_hms();
-        put(0, year as u32, 4);
-        put(5, u8::from(month).into(), 2);
-        put(8, day.into(), 2);
-        put(11, hour.into(), 2);
-        put(14, minute.into(), 2);
-        put(17, second.into(), 2);
+        let mut out = *b"0000-00-00T00:00:00Z";
+        let year = year as usize;
+        for (at, value) in [
+            (0, year / 100),
+            (2, year % 100),
+            (5, month),
+            (8, day),
+            (11, hour.into()),
+            (14, minute.into()),
+            (17, second.into()),
+        ] {
+            out[at..at + 2].copy_from_slice(&TWO_DIGITS[2 * value..2 * value + 2]);
+        }
         Some(out)
     }
 
@@ -108,6 +106,39 @@ impl Timestamp {
         let clock = time::Time::from_hms(two(11), two(14), two(17)).ok()?;
         Some(Timestamp(date.with_time(clock).assume_utc()))
     }
+}
+
+/// `00` to `99`, two bytes each: a number below 100 is its two digits at
+/// twice its value.
+const TWO_DIGITS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// The month (1..=12) and day of the month of day `ordinal` (1..=366) of a
+/// year, without searching a table of month lengths: counted from March, a
+/// month's start is a linear function of its number, rounded down (the
+/// calendar of Hinnant's `civil_from_days`), and January and February end
+/// the count.
+fn month_and_day(ordinal: u16, leap: bool) -> (usize, usize) {
+    let january_and_february = 59 + usize::from(leap);
+    let ordinal = usize::from(ordinal);
+    // Days since March 1st, 0..=365.
+    let since_march = if ordinal > january_and_february {
+        ordinal - january_and_february - 1
+    } else {
+        ordinal + 305
+    };
+    let from_march = (5 * since_march + 2) / 153;
+    let day = since_march - (153 * from_march + 2) / 5 + 1;
+    let month = if from_march < 10 {
+        from_march + 3
+    } else {
+        from_march - 9
+    };
+    (month, day)
 }
 
 impl fmt::Display for Timestamp {
@@ -925,6 +956,40 @@ mod tests {
         let offset: Timestamp = "2026-11-22T15:05:09.5+01:00".parse().unwrap();
         assert_eq!(offset, "2026-11-22T14:05:09.5Z".parse().unwrap());
         assert_eq!(offset.to_string(), "2026-11-22T15:05:09.5+01:00");
+    }
+
+    #[test]
+    fn month_and_day_agree_with_the_calendar_on_every_day_of_four_centuries() {
+        // The Gregorian calendar repeats every 400 years; 2000 is a leap
+        // year divisible by 400, 2100 a year divisible by 100 that is not.
+        let mut date = time::Date::from_calendar_date(1999, time::Month::January, 1).unwrap();
+        let end = time::Date::from_calendar_date(2401, time::Month::January, 1).unwrap();
+        while date < end {
+            let expected = (usize::from(u8::from(date.month())), usize::from(date.day()));
+            assert_eq!(
+                month_and_day(date.ordinal(), time::util::is_leap_year(date.year())),
+                expected,
+                "{date}"
+            );
+            date = date.next_day().unwrap();
+        }
+    }
+
+    #[test]
+    fn canonical_timestamps_are_written_as_rfc3339_writes_them() {
+        use time::format_description::well_known::Rfc3339;
+        for text in [
+            "0000-01-01T00:00:00Z",
+            "0400-02-29T23:59:59Z",
+            "1999-12-31T09:08:07Z",
+            "2026-11-22T10:00:00Z",
+            "2100-03-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+        ] {
+            let time = OffsetDateTime::parse(text, &Rfc3339).unwrap();
+            let canonical = Timestamp(time).canonical().expect("canonical");
+            assert_eq!(std::str::from_utf8(&canonical).unwrap(), text);
+        }
     }
 
     #[test]
