@@ -124,6 +124,16 @@ pub trait WireJson: Serialize + DeserializeOwned {
     fn read_json(reader: &mut Reader<'_>) -> Option<Self> {
         reader.serde()
     }
+
+    /// [`WireJson::read_json`] into `place`, where a large value can be
+    /// decoded where it stays instead of being moved there. After `None`,
+    /// `place` may hold part of a value, to be thrown away.
+    #[doc(hidden)]
+    #[inline(always)]
+    fn read_json_into(reader: &mut Reader<'_>, place: &mut Option<Self>) -> Option<()> {
+        *place = Some(Self::read_json(reader)?);
+        Some(())
+    }
 }
 
 /// Appends `value`'s JSON to `out`: the bytes `serde_json::to_writer` writes.
@@ -213,16 +223,23 @@ impl std::fmt::Display for ReadError {
 
 impl std::error::Error for ReadError {}
 
-/// [`read_envelope_bytes`], with `read_input` reading the input on the fast
-/// path; also whether the fast path read the envelope (`false`: serde did).
+/// [`read_envelope_bytes`] with the input read into `input`, where it stays
+/// (by `read_input` on the fast path), and the rest returned: the time, the
+/// settings, and whether the fast path read the envelope (`false`: serde
+/// did). `input` holds the input whenever this returns `Ok`.
 #[inline(always)]
-pub(crate) fn read_envelope_bytes_with<'a, S: DeserializeOwned, I: WireJson>(
+pub(crate) fn read_envelope_bytes_into<'a, S: DeserializeOwned, I: WireJson>(
     bytes: &'a [u8],
-    read_input: impl FnOnce(&mut Reader<'a>) -> Option<I>,
-) -> Result<(Envelope<S, I>, bool), ReadError> {
-    match fast(bytes, |r| envelope_members_with(r, read_input)) {
-        Some(envelope) => Ok((envelope, true)),
-        None => serde_bytes(bytes).map(|envelope| (envelope, false)),
+    input: &mut Option<I>,
+    read_input: impl FnOnce(&mut Reader<'a>, &mut Option<I>) -> Option<()>,
+) -> Result<(Timestamp, S, bool), ReadError> {
+    match fast(bytes, |r| envelope_members_into(r, input, read_input)) {
+        Some((now, settings)) => Ok((now, settings, true)),
+        None => {
+            let envelope = serde_bytes::<Envelope<S, I>>(bytes)?;
+            *input = Some(envelope.input);
+            Ok((envelope.now, envelope.settings, false))
+        }
     }
 }
 
@@ -230,26 +247,37 @@ pub(crate) fn read_envelope_bytes_with<'a, S: DeserializeOwned, I: WireJson>(
 fn envelope_members<S: DeserializeOwned, I: WireJson>(
     r: &mut Reader<'_>,
 ) -> Option<Envelope<S, I>> {
-    envelope_members_with(r, I::read_json)
+    let mut input = None;
+    let (now, settings) = envelope_members_into(r, &mut input, I::read_json_into)?;
+    Some(Envelope {
+        now,
+        settings,
+        input: input?,
+    })
 }
 
+/// The envelope's members, the input read into `input`; `None` also when
+/// it is missing.
 #[inline(always)]
-fn envelope_members_with<'a, S: DeserializeOwned, I: WireJson>(
+fn envelope_members_into<'a, S: DeserializeOwned, I: WireJson>(
     r: &mut Reader<'a>,
-    read_input: impl FnOnce(&mut Reader<'a>) -> Option<I>,
-) -> Option<Envelope<S, I>> {
-    let (mut now, mut settings, mut input) = (None, None, None);
+    input: &mut Option<I>,
+    read_input: impl FnOnce(&mut Reader<'a>, &mut Option<I>) -> Option<()>,
+) -> Option<(Timestamp, S)> {
+    let (mut now, mut settings) = (None, None);
     let mut read_input = Some(read_input);
+    let mut input_read = false;
     members!(r, {
         "now" => r.once(&mut now, Timestamp::read_json),
         "settings" => r.once(&mut settings, Reader::settings),
-        "input" => r.once(&mut input, read_input.take()?),
+        "input" => {
+            // A second `input` goes to serde, which refuses it.
+            let read_input = read_input.take()?;
+            read_input(r, input).map(|()| input_read = true)
+        },
     });
-    Some(Envelope {
-        now: now?,
-        settings: settings?,
-        input: input?,
-    })
+    input_read.then_some(())?;
+    Some((now?, settings?))
 }
 
 /// The JSON of a reply, as `serde_json::to_vec` writes it; an `error`
@@ -1197,15 +1225,22 @@ impl WireJson for AuthorizeInput {
     }
 
     fn read_json(r: &mut Reader<'_>) -> Option<Self> {
+        let mut input = None;
+        Self::read_json_into(r, &mut input)?;
+        input
+    }
+
+    #[inline(always)]
+    fn read_json_into(r: &mut Reader<'_>, place: &mut Option<Self>) -> Option<()> {
         /// `action`, `actor` and `subject`.
         const REQUIRED: u16 = 0b111;
-        let mut input = AuthorizeInput {
+        let input = place.insert(AuthorizeInput {
             action: String::new(),
             actor: Actor::staff(String::new()),
             subject: Subject::new(SubjectKind::Customer, String::new()),
             acknowledgements: Vec::new(),
             params: Value::Null,
-        };
+        });
         fields!(r, seen, {
             "action" [0] => input.action = r.string()?,
             "actor" [1] => read_actor_into(r, &mut input.actor)?,
@@ -1213,7 +1248,7 @@ impl WireJson for AuthorizeInput {
             "acknowledgements" [3] => input.acknowledgements = r.vec(Reader::string)?,
             "params" [4] => input.params = r.serde()?,
         });
-        (seen & REQUIRED == REQUIRED).then_some(input)
+        (seen & REQUIRED == REQUIRED).then_some(())
     }
 }
 
