@@ -326,18 +326,36 @@ fn refuse_while_locked(
     }
     write_lock(&mut reason, lock);
     match input.subject.kind {
+        // Most operators keep the default actions: their sentence is one
+        // copy, not a dozen.
+        SubjectKind::Contract if ctx.settings.allowed_while_locked.is_none() => {
+            reason.push_str(DEFAULT_ACTIONS_ON_A_LOCKED_CONTRACT);
+        }
         SubjectKind::Contract => {
-            reason.push_str("): only ");
-            for (i, action) in ctx.settings.allowed_while_locked().enumerate() {
-                reason.push_str(if i == 0 { "`" } else { ", `" });
-                reason.push_str(action);
-                reason.push('`');
-            }
-            reason.push_str(" are possible on a contract");
+            write_actions_on_a_locked_contract(&mut reason, ctx.settings.allowed_while_locked());
         }
         _ => reason.push_str("): its data cannot be changed and no orders are accepted"),
     }
     AuthorizeDecision::deny("customer_locked", reason)
+}
+
+/// What [`write_actions_on_a_locked_contract`] writes for
+/// [`CONTRACT_ACTIONS_WHILE_LOCKED`] (a test checks it).
+const DEFAULT_ACTIONS_ON_A_LOCKED_CONTRACT: &str = "): only `end_contract`, \
+    `terminate_extraordinarily`, `annul_contract`, `postpone_contract` are possible on a contract";
+
+/// The end of a refusal on a locked contract: the actions still possible.
+fn write_actions_on_a_locked_contract<'a>(
+    out: &mut String,
+    actions: impl Iterator<Item = &'a str>,
+) {
+    out.push_str("): only ");
+    for (i, action) in actions.enumerate() {
+        out.push_str(if i == 0 { "`" } else { ", `" });
+        out.push_str(action);
+        out.push('`');
+    }
+    out.push_str(" are possible on a contract");
 }
 
 /// The lock in words: its reason, who locked, since and until when.
@@ -411,6 +429,13 @@ mod tests {
             acknowledgements: vec![],
             params: serde_json::Value::Null,
         }
+    }
+
+    #[test]
+    fn the_default_actions_on_a_locked_contract_are_written_as_any_others() {
+        let mut written = String::new();
+        write_actions_on_a_locked_contract(&mut written, CONTRACT_ACTIONS_WHILE_LOCKED.into_iter());
+        assert_eq!(DEFAULT_ACTIONS_ON_A_LOCKED_CONTRACT, written);
     }
 
     #[test]
