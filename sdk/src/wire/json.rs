@@ -765,7 +765,9 @@ fn plain_prefix<const ASCII: bool>(bytes: &[u8]) -> usize {
     plain_prefix_by_words::<ASCII>(bytes)
 }
 
-/// [`plain_prefix`] eight bytes at a time in a `u64`.
+/// [`plain_prefix`] eight bytes at a time in a `u64`, the last few too:
+/// byte by byte they cost a module some thirty instructions each, and most
+/// strings a writer scans end in a few.
 #[inline(always)]
 fn plain_prefix_by_words<const ASCII: bool>(bytes: &[u8]) -> usize {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
@@ -773,23 +775,68 @@ fn plain_prefix_by_words<const ASCII: bool>(bytes: &[u8]) -> usize {
     // A byte of `v` is zero where the result has its high bit set; bits
     // above the lowest may be false alarms, the lowest is exact.
     let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let mut at = 0;
-    while let Some(chunk) = bytes.get(at..at + 8) {
-        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+    // The high bits of the special bytes of a little-endian word, exact
+    // for the lowest.
+    let specials = |word: u64| {
         let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
         let quote = zero(word ^ (ONES * u64::from(b'"')));
         let backslash = zero(word ^ (ONES * u64::from(b'\\')));
         let high = if ASCII { word & HIGH } else { 0 };
-        let special = control | quote | backslash | high;
+        control | quote | backslash | high
+    };
+    let first = |special: u64| (special.trailing_zeros() / 8) as usize;
+    let len = bytes.len();
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let special = specials(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
         if special != 0 {
-            return at + (special.trailing_zeros() / 8) as usize;
+            return at + first(special);
         }
         at += 8;
     }
-    at + bytes[at..]
-        .iter()
-        .position(|&b| b < 0x20 || b == b'"' || b == b'\\' || (ASCII && b >= 0x80))
-        .unwrap_or(bytes.len() - at)
+    if at == len {
+        return len;
+    }
+    if len >= 8 {
+        // The last eight bytes: those before `at` are plain, so the lowest
+        // flag is the first special byte after it.
+        let from = len - 8;
+        let special = specials(u64::from_le_bytes(
+            bytes[from..].try_into().expect("eight bytes"),
+        ));
+        return if special == 0 {
+            len
+        } else {
+            from + first(special)
+        };
+    }
+    if len >= 4 {
+        // Four to seven bytes: the first four and the last four, which
+        // overlap, in one word. The lowest flag in the last four is the
+        // first special byte only when the first four have none.
+        let head = u32::from_le_bytes(bytes[..4].try_into().expect("four bytes"));
+        let tail = u32::from_le_bytes(bytes[len - 4..].try_into().expect("four bytes"));
+        let special = specials(u64::from(head) | u64::from(tail) << 32);
+        return match first(special) {
+            8 => len,
+            at if at < 4 => at,
+            at => at + len - 8,
+        };
+    }
+    // One to three bytes, each at its own place in a word (the middle one
+    // and the last may be the same byte, which then comes twice), the rest
+    // filled with a plain byte: the first flag is at the byte's index.
+    let word = [
+        bytes[0],
+        bytes[len / 2],
+        bytes[len - 1],
+        b'A',
+        b'A',
+        b'A',
+        b'A',
+        b'A',
+    ];
+    first(specials(u64::from_le_bytes(word))).min(len)
 }
 
 /// A copy of `text`, a string of at most 16 bytes inside `within` with 16
@@ -1375,6 +1422,43 @@ mod tests {
                         plain::<false>(&bytes),
                         "{byte:#x} at {at} of {len}"
                     );
+                    // The word scan on its own, as a module without SIMD
+                    // runs it, and as the block scans finish with it.
+                    assert_eq!(
+                        plain_prefix_by_words::<true>(&bytes),
+                        plain::<true>(&bytes),
+                        "{byte:#x} at {at} of {len}, by words"
+                    );
+                    assert_eq!(
+                        plain_prefix_by_words::<false>(&bytes),
+                        plain::<false>(&bytes),
+                        "{byte:#x} at {at} of {len}, by words"
+                    );
+                }
+            }
+        }
+        // Two special bytes: the scans that gather bytes into a word must
+        // report the first, whichever lands lower in the word.
+        for len in 0..24 {
+            for first in 0..len {
+                for second in first + 1..len {
+                    for (a, b) in [(b'"', 0x00), (0x00, b'\\'), (0x80, b'"'), (b'\\', 0x1f)] {
+                        let mut bytes = vec![b'a'; len];
+                        bytes[first] = a;
+                        bytes[second] = b;
+                        for (ours, name) in [
+                            (plain_prefix::<true>(&bytes), "blocks"),
+                            (plain_prefix_by_words::<true>(&bytes), "words"),
+                        ] {
+                            assert_eq!(ours, plain::<true>(&bytes), "{bytes:?}, {name}");
+                        }
+                        for (ours, name) in [
+                            (plain_prefix::<false>(&bytes), "blocks"),
+                            (plain_prefix_by_words::<false>(&bytes), "words"),
+                        ] {
+                            assert_eq!(ours, plain::<false>(&bytes), "{bytes:?}, {name}");
+                        }
+                    }
                 }
             }
         }
