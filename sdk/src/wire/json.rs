@@ -1407,33 +1407,28 @@ mod tests {
                 .position(|&b| b < 0x20 || b == b'"' || b == b'\\' || (ASCII && b >= 0x80))
                 .unwrap_or(bytes.len())
         }
+        // The block scans, and the word scan on its own as a module without
+        // SIMD runs it and as the block scans finish with it.
+        let check = |bytes: &[u8], what: &str| {
+            for (ours, scan) in [
+                (plain_prefix::<true>(bytes), "blocks, ASCII"),
+                (plain_prefix_by_words::<true>(bytes), "words, ASCII"),
+            ] {
+                assert_eq!(ours, plain::<true>(bytes), "{what}: {scan}");
+            }
+            for (ours, scan) in [
+                (plain_prefix::<false>(bytes), "blocks"),
+                (plain_prefix_by_words::<false>(bytes), "words"),
+            ] {
+                assert_eq!(ours, plain::<false>(bytes), "{what}: {scan}");
+            }
+        };
         for len in 0..48 {
             for at in 0..len {
                 for byte in [b'"', b'\\', 0x00, 0x1f, b' ', 0x7f, 0x80, 0xc3, 0xff] {
                     let mut bytes = vec![b'a'; len];
                     bytes[at] = byte;
-                    assert_eq!(
-                        plain_prefix::<true>(&bytes),
-                        plain::<true>(&bytes),
-                        "{byte:#x} at {at} of {len}"
-                    );
-                    assert_eq!(
-                        plain_prefix::<false>(&bytes),
-                        plain::<false>(&bytes),
-                        "{byte:#x} at {at} of {len}"
-                    );
-                    // The word scan on its own, as a module without SIMD
-                    // runs it, and as the block scans finish with it.
-                    assert_eq!(
-                        plain_prefix_by_words::<true>(&bytes),
-                        plain::<true>(&bytes),
-                        "{byte:#x} at {at} of {len}, by words"
-                    );
-                    assert_eq!(
-                        plain_prefix_by_words::<false>(&bytes),
-                        plain::<false>(&bytes),
-                        "{byte:#x} at {at} of {len}, by words"
-                    );
+                    check(&bytes, &format!("{byte:#x} at {at} of {len}"));
                 }
             }
         }
@@ -1446,18 +1441,7 @@ mod tests {
                         let mut bytes = vec![b'a'; len];
                         bytes[first] = a;
                         bytes[second] = b;
-                        for (ours, name) in [
-                            (plain_prefix::<true>(&bytes), "blocks"),
-                            (plain_prefix_by_words::<true>(&bytes), "words"),
-                        ] {
-                            assert_eq!(ours, plain::<true>(&bytes), "{bytes:?}, {name}");
-                        }
-                        for (ours, name) in [
-                            (plain_prefix::<false>(&bytes), "blocks"),
-                            (plain_prefix_by_words::<false>(&bytes), "words"),
-                        ] {
-                            assert_eq!(ours, plain::<false>(&bytes), "{bytes:?}, {name}");
-                        }
+                        check(&bytes, &format!("{bytes:?}"));
                     }
                 }
             }
