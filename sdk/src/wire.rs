@@ -387,7 +387,8 @@ macro_rules! kind_names {
             }
 
             /// The name as a JSON string, quotes included: the JSON writer
-            /// copies it whole, as no name has a character to escape.
+            /// copies it whole, as no name has a character to escape, and
+            /// the reader compares it in place.
             pub(crate) fn quoted_name(self) -> &'static str {
                 match self {
                     $($kind::$variant => concat!("\"", $name, "\""),)*

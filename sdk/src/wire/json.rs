@@ -256,8 +256,8 @@ fn envelope_members<S: DeserializeOwned, I: WireJson>(
     })
 }
 
-/// The envelope's members, the input read into `input`; `None` also when
-/// it is missing.
+/// The envelope's members, the input read into `input`, which starts out
+/// `None`; `None` also when the input is missing.
 #[inline(always)]
 fn envelope_members_into<'a, S: DeserializeOwned, I: WireJson>(
     r: &mut Reader<'a>,
@@ -266,17 +266,14 @@ fn envelope_members_into<'a, S: DeserializeOwned, I: WireJson>(
 ) -> Option<(Timestamp, S)> {
     let (mut now, mut settings) = (None, None);
     let mut read_input = Some(read_input);
-    let mut input_read = false;
     members!(r, {
         "now" => r.once(&mut now, Timestamp::read_json),
         "settings" => r.once(&mut settings, Reader::settings),
-        "input" => {
-            // A second `input` goes to serde, which refuses it.
-            let read_input = read_input.take()?;
-            read_input(r, input).map(|()| input_read = true)
-        },
+        // A second `input` goes to serde, which refuses it.
+        "input" => read_input.take()?(r, input),
     });
-    input_read.then_some(())?;
+    // Read once, and in full: a failed read returned `None` above.
+    input.as_ref()?;
     Some((now?, settings?))
 }
 
@@ -423,21 +420,6 @@ impl<'a> Reader<'a> {
             .then(|| self.at += word.len())
     }
 
-    /// Consumes `"name"`, quoted, when it comes next.
-    #[inline(always)]
-    fn quoted(&mut self, name: &str) -> bool {
-        let rest = &self.bytes()[self.at..];
-        let n = name.len();
-        let found = rest.len() >= n + 2
-            && rest[0] == b'"'
-            && &rest[1..=n] == name.as_bytes()
-            && rest[n + 1] == b'"';
-        if found {
-            self.at += n + 2;
-        }
-        found
-    }
-
     /// A timestamp in the canonical form the host writes, read in place;
     /// `None` (consuming nothing) for any other value.
     #[inline(always)]
@@ -516,7 +498,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Consumes `bytes` when they come next, exactly so: a key given
-    /// quoted and with its colon (`"key":`).
+    /// quoted and with its colon (`"key":`), or a kind's quoted name.
     #[inline(always)]
     fn expect_key(&mut self, bytes: &[u8]) -> bool {
         let found = self.bytes()[self.at..].starts_with(bytes);
@@ -1089,7 +1071,7 @@ macro_rules! kind_by_name {
                 // The names as the host writes them, compared in place.
                 Self::ALL
                     .into_iter()
-                    .find(|kind| r.quoted(kind.name()))
+                    .find(|kind| r.expect_key(kind.quoted_name().as_bytes()))
                     .or_else(|| r.str()?.parse().ok())
             }
         }
