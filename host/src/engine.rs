@@ -176,12 +176,11 @@ impl Engine {
     /// a memory limit the pooling allocator cannot reserve.
     pub fn new(config: EngineConfig) -> Result<Self> {
         // A fresh instance's memory is reset when its store drops: with the
-        // pagemap scan, only the pages the call wrote, found by one `ioctl`
-        // (about a third of a fresh decision). Without it, the memory kept
-        // resident is rewritten whole and the rest given back, to fault in
-        // again: slower however much is kept, measured with the subscription
-        // policy (README, "Benchmarks"). Kernels without the scan fall back
-        // to that.
+        // pagemap scan, only the pages the call wrote, found by one `ioctl`.
+        // Without it, the memory kept resident is rewritten whole and the
+        // rest given back, to fault in again: slower however much is kept
+        // (figures in the README, "Benchmarks"). Kernels without the scan
+        // fall back to that.
         let mut pool = PoolingAllocationConfig::default();
         pool.total_core_instances(config.max_instances)
             .total_memories(config.max_instances)
