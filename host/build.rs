@@ -12,9 +12,15 @@ use std::process::{Command, exit};
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
+/// Where the policies are built, when set; see [`policies_target_dir`].
+const POLICIES_TARGET_DIR: &str = "RULEHOST_POLICIES_TARGET_DIR";
+
 /// Variables a build script inherits from the outer cargo that would change
-/// or break the nested wasm build.
-const OUTER_BUILD_VARIABLES: [&str; 10] = [
+/// or break the nested wasm build. `RUSTC_BOOTSTRAP` (which `fuzz/run.sh`
+/// sets) lets some dependencies' build scripts switch on nightly features,
+/// so the modules would differ from the release build's and be compiled
+/// again.
+const OUTER_BUILD_VARIABLES: [&str; 11] = [
     "CARGO_TARGET_DIR",
     "CARGO_BUILD_TARGET",
     "CARGO_BUILD_TARGET_DIR",
@@ -25,6 +31,7 @@ const OUTER_BUILD_VARIABLES: [&str; 10] = [
     "RUSTC_WORKSPACE_WRAPPER",
     "CARGO_LLVM_COV",
     "CARGO_INCREMENTAL",
+    "RUSTC_BOOTSTRAP",
 ];
 
 fn main() {
@@ -35,6 +42,7 @@ fn main() {
         .to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
 
+    println!("cargo:rerun-if-env-changed={POLICIES_TARGET_DIR}");
     for watched in [
         "sdk/src",
         "sdk/Cargo.toml",
@@ -104,12 +112,33 @@ fn ensure_wasm_target() -> Result<(), String> {
     }
 }
 
+/// The nested build's target directory: `RULEHOST_POLICIES_TARGET_DIR`
+/// when set (a relative path is taken from the workspace), otherwise
+/// `wasm-policies` in the outer target directory (the nearest directory
+/// above `OUT_DIR` that cargo tagged with `CACHEDIR.TAG`). One directory
+/// for every profile and command: the release tests, `cargo clippy` and
+/// `cargo doc` all build the same modules, so only the first of them
+/// compiles them; cargo's lock on the directory keeps two builds at once
+/// apart. Inside `OUT_DIR` when there is no tagged directory.
+fn policies_target_dir(workspace: &Path, out_dir: &Path) -> PathBuf {
+    if let Some(dir) = env::var_os(POLICIES_TARGET_DIR).filter(|dir| !dir.is_empty()) {
+        return workspace.join(dir);
+    }
+    out_dir
+        .ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+        .map_or_else(
+            || out_dir.join("policies-target"),
+            |target| target.join("wasm-policies"),
+        )
+}
+
 fn build_policies(
     workspace: &Path,
     out_dir: &Path,
     flavours: &[(String, String)],
 ) -> Result<(), String> {
-    let target_dir = out_dir.join("policies-target");
+    let target_dir = policies_target_dir(workspace, out_dir);
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = Command::new(&cargo);
     command
