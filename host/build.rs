@@ -16,10 +16,9 @@ const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const POLICIES_TARGET_DIR: &str = "RULEHOST_POLICIES_TARGET_DIR";
 
 /// Variables a build script inherits from the outer cargo that would change
-/// or break the nested wasm build. `RUSTC_BOOTSTRAP` (which `fuzz/run.sh`
-/// sets) lets some dependencies' build scripts switch on nightly features,
-/// so the modules would differ from the release build's and be compiled
-/// again.
+/// or break the nested wasm build. With `RUSTC_BOOTSTRAP`, which
+/// `fuzz/run.sh` sets, the modules were compiled again and came out a few
+/// KB different from the release build's.
 const OUTER_BUILD_VARIABLES: [&str; 11] = [
     "CARGO_TARGET_DIR",
     "CARGO_BUILD_TARGET",
