@@ -104,13 +104,57 @@ impl Clock for ManualClock {
     }
 }
 
-/// One run of the scheduler.
+/// What the scheduler did for one time of its clock: the latest of its
+/// runs for that time, with what the runs before it for the same time
+/// fired.
+///
+/// A run can leave schedules due: a subject changed by a request in
+/// flight, or no policy instance to be had. The scheduler then runs again
+/// for the same time a moment later, and the report grows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Run {
-    /// The clock's time the run fired schedules for.
+    /// The clock's time the runs fired schedules for.
     pub now: Timestamp,
-    /// What it fired, or the store error that stopped it.
+    /// What the runs for `now` fired, summed (from the last failed one
+    /// on), or the store error that stopped the latest.
     pub result: Result<FireReport, String>,
+    /// How many runs `result` sums.
+    pub runs: u32,
+    /// Nothing due at `now` was left unfired by the latest run (held
+    /// schedules are not due).
+    pub settled: bool,
+}
+
+impl Run {
+    /// The run for `now` that follows `last`.
+    fn after(last: Option<&Run>, now: Timestamp, result: Result<FireReport, String>) -> Run {
+        let (result, runs) = match (last, result) {
+            (
+                Some(Run {
+                    now: before,
+                    result: Ok(earlier),
+                    runs,
+                    ..
+                }),
+                Ok(report),
+            ) if *before == now => (
+                Ok(FireReport {
+                    fired: earlier.fired + report.fired,
+                    fired_without_effects: earlier.fired_without_effects
+                        + report.fired_without_effects,
+                    held: earlier.held + report.held,
+                }),
+                runs + 1,
+            ),
+            (_, result) => (result, 1),
+        };
+        Run {
+            now,
+            result,
+            runs,
+            settled: false,
+        }
+    }
 }
 
 /// A running scheduler; stops when dropped or [`Scheduler::stop`]ped.
@@ -153,19 +197,29 @@ impl Scheduler {
                     .map_err(|e| format!("the scheduler's run panicked: {e}"))
                     .and_then(|fired| fired.map_err(|e| e.to_string()));
                 let failed = result.is_err();
-                report.send_replace(Some(Run { now, result }));
-                let next = match host.next_due() {
-                    Ok(next) if !failed => next,
-                    _ => None,
+                let next = if failed {
+                    None
+                } else {
+                    host.next_due()
+                        .map_err(|e| eprintln!("warning: scheduler: {e}"))
+                        .ok()
                 };
+                // Settled when nothing due at `now` is left: a schedule
+                // still due was left for a request in flight or a full
+                // instance pool.
+                let settled = next.is_some_and(|next| next.is_none_or(|at| at > now));
+                report.send_modify(|last| {
+                    *last = Some(Run {
+                        settled,
+                        ..Run::after(last.as_ref(), now, result)
+                    });
+                });
                 let wait = async {
                     match next {
-                        // Still due after the run: left for a request in
-                        // flight or a full instance pool, so not at once.
-                        Some(at) if at <= now => tokio::time::sleep(RETRY_AFTER).await,
-                        Some(at) => clock.sleep_until(now, at).await,
-                        None if failed => tokio::time::sleep(RETRY_AFTER).await,
-                        None => clock.sleep_until(now, Timestamp(now.get() + IDLE)).await,
+                        Some(Some(at)) if settled => clock.sleep_until(now, at).await,
+                        Some(None) => clock.sleep_until(now, Timestamp(now.get() + IDLE)).await,
+                        // Left due, or the store failed: again, but not at once.
+                        _ => tokio::time::sleep(RETRY_AFTER).await,
                     }
                 };
                 tokio::pin!(wait);
@@ -188,7 +242,9 @@ impl Scheduler {
                             .map_err(|e| e.to_string())
                             .and_then(|synced| synced.map_err(|e| e.to_string()));
                             match synced {
-                                Ok(Some(due)) if next.is_none_or(|next| due < next) => break,
+                                Ok(Some(due)) if next.flatten().is_none_or(|next| due < next) => {
+                                    break;
+                                }
                                 Ok(_) => {}
                                 Err(error) => eprintln!("warning: scheduler: {error}"),
                             }
@@ -205,14 +261,26 @@ impl Scheduler {
         }
     }
 
-    /// Waits for the first run that fired schedules for a time at or after
-    /// `at`, and returns it; `None` when the scheduler has stopped.
+    /// Waits until the scheduler has fired what is due at a time at or
+    /// after `at`: for the first run for such a time that left nothing due
+    /// or failed, and returns it; `None` when the scheduler has stopped.
+    /// Schedules that stay due (a policy instance never to be had) keep it
+    /// waiting: give it a timeout and look at [`Scheduler::last_run`]
+    /// then.
     pub async fn ran_through(&mut self, at: Timestamp) -> Option<Run> {
         self.runs
-            .wait_for(|run| run.as_ref().is_some_and(|run| run.now >= at))
+            .wait_for(|run| {
+                run.as_ref()
+                    .is_some_and(|run| run.now >= at && (run.settled || run.result.is_err()))
+            })
             .await
             .ok()
             .and_then(|run| (*run).clone())
+    }
+
+    /// The scheduler's latest run, settled or not.
+    pub fn last_run(&self) -> Option<Run> {
+        self.runs.borrow().clone()
     }
 
     /// Stops the scheduler and waits for its task to end.

@@ -1847,6 +1847,76 @@ fn host_3_an_expiry_with_no_instance_to_be_had_stays_due_until_one_is_free() {
     panic!("the busy policy never held the instance through a run");
 }
 
+#[tokio::test]
+async fn host_3_the_scheduler_runs_again_for_an_expiry_left_due_and_reports_both_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        max_instances: 1,
+        limits: Limits {
+            fuel: 2_000_000_000,
+            ..Limits::default()
+        },
+        ..EngineConfig::default()
+    };
+    let host = Arc::new(Host::open(dir.path().join("rulehost.db"), config).unwrap());
+    activate_fixed(&host, 1, json!([]));
+    let id = PolicyId::new("loop", 1);
+    host.install(
+        "busy",
+        id.clone(),
+        LOOP_ON_AUTHORIZE.as_bytes(),
+        &json!({}),
+        &anna(),
+        at(T0),
+    )
+    .unwrap();
+    host.activate("busy", &id, &anna(), at(T0)).unwrap();
+
+    // A first run that found the instance taken is known only by the
+    // count of runs; an attempt without one is made again.
+    for attempt in 0..5 {
+        let customer = SubjectRef::new(SubjectKind::Customer, format!("c-{attempt}"));
+        import_ended_lock(&host, &customer.id);
+        let started = Arc::new(std::sync::Barrier::new(2));
+        let busy = std::thread::spawn({
+            let (host, started) = (Arc::clone(&host), Arc::clone(&started));
+            move || {
+                started.wait();
+                host.authorize("busy", at(T0), request("x", anna(), customer_c1()))
+                    .unwrap()
+            }
+        });
+        started.wait();
+        std::thread::sleep(Duration::from_millis(300));
+        let mut scheduler = Scheduler::start(Arc::clone(&host), Arc::new(ManualClock::new(at(T0))));
+        let run = tokio::time::timeout(Duration::from_secs(60), scheduler.ran_through(at(T0)))
+            .await
+            .expect("the scheduler fired what is due within a minute")
+            .expect("the scheduler is running");
+        scheduler.stop().await;
+        let busy = busy.join().unwrap();
+        assert_eq!(
+            busy.diagnostic.map(|d| d.kind),
+            Some(FailureKind::FuelExhausted)
+        );
+        assert!(run.settled, "{run:?}");
+        assert_eq!(host.next_due().unwrap(), None);
+        let records = host.export_subject(OPERATOR, &customer, at(T0)).unwrap();
+        assert!(records.locks[0].lifted.is_some());
+        // When the first run fired nothing, a later one the expiry: the
+        // run waited for reports what all of them fired.
+        let fired_once = rulehost::FireReport {
+            fired: 1,
+            ..Default::default()
+        };
+        assert_eq!(run.result, Ok(fired_once), "{run:?}");
+        if run.runs >= 2 {
+            return;
+        }
+    }
+    panic!("the busy policy never held the instance through the scheduler's first run");
+}
+
 /// A module whose `transition` applies nothing.
 fn apply_nothing() -> String {
     fixed_transition(r#"{"ok":{"decision":"apply","effects":[]}}"#)
