@@ -1783,11 +1783,11 @@ const LOOP_ON_AUTHORIZE: &str = r#"(module
   (func (export "rulehost_alloc") (param i32) (result i32) i32.const 4096)
   (func (export "rulehost_authorize") (param i32 i32) (result i64) (loop (br 0)) unreachable))"#;
 
-#[test]
-fn host_3_an_expiry_with_no_instance_to_be_had_stays_due_until_one_is_free() {
-    let dir = tempfile::tempdir().unwrap();
-    // One instance in all, and a budget that keeps a looping policy busy
-    // for a second or more.
+/// A host in `dir` whose engine has one instance in all, with `fixed@1`
+/// (applying nothing) active for [`OPERATOR`] and, for the operator `busy`,
+/// a policy looping on `authorize` with a budget that keeps it busy for a
+/// second or more.
+fn one_instance_and_a_busy_operator(dir: &Path) -> Arc<Host> {
     let config = EngineConfig {
         max_instances: 1,
         limits: Limits {
@@ -1796,14 +1796,39 @@ fn host_3_an_expiry_with_no_instance_to_be_had_stays_due_until_one_is_free() {
         },
         ..EngineConfig::default()
     };
-    let host = Arc::new(Host::open(dir.path().join("rulehost.db"), config).unwrap());
+    let host = Arc::new(Host::open(dir.join("rulehost.db"), config).unwrap());
     activate_fixed(&host, 1, json!([]));
     let id = PolicyId::new("loop", 1);
     let wat = LOOP_ON_AUTHORIZE.as_bytes();
     host.install("busy", id.clone(), wat, &json!({}), &anna(), at(T0))
         .unwrap();
     host.activate("busy", &id, &anna(), at(T0)).unwrap();
+    host
+}
 
+/// Starts the `busy` operator's looping evaluation on a thread and returns
+/// 300 ms after it began, most likely holding the only instance.
+fn keep_the_instance_busy(
+    host: &Arc<Host>,
+) -> std::thread::JoinHandle<rulehost::Evaluation<AuthorizeDecision>> {
+    let started = Arc::new(std::sync::Barrier::new(2));
+    let busy = std::thread::spawn({
+        let (host, started) = (Arc::clone(host), Arc::clone(&started));
+        move || {
+            started.wait();
+            host.authorize("busy", at(T0), request("x", anna(), customer_c1()))
+                .unwrap()
+        }
+    });
+    started.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    busy
+}
+
+#[test]
+fn host_3_an_expiry_with_no_instance_to_be_had_stays_due_until_one_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = one_instance_and_a_busy_operator(dir.path());
     // Whether the busy policy held the instance all through a run is known
     // only afterwards; a run where it did not is tried again, on another
     // customer.
@@ -1815,17 +1840,7 @@ fn host_3_an_expiry_with_no_instance_to_be_had_stays_due_until_one_is_free() {
             records.locks[0].lifted.is_some()
         };
         let audit = host.verify_audit().unwrap().records;
-        let started = Arc::new(std::sync::Barrier::new(2));
-        let busy = std::thread::spawn({
-            let (host, started) = (Arc::clone(&host), Arc::clone(&started));
-            move || {
-                started.wait();
-                host.authorize("busy", at(T0), request("x", anna(), customer_c1()))
-                    .unwrap()
-            }
-        });
-        started.wait();
-        std::thread::sleep(Duration::from_millis(300));
+        let busy = keep_the_instance_busy(&host);
         let report = host.fire_due(at(T0)).unwrap();
         let held_throughout = !busy.is_finished();
         let busy = busy.join().unwrap();
@@ -1850,44 +1865,13 @@ fn host_3_an_expiry_with_no_instance_to_be_had_stays_due_until_one_is_free() {
 #[tokio::test]
 async fn host_3_the_scheduler_runs_again_for_an_expiry_left_due_and_reports_both_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        max_instances: 1,
-        limits: Limits {
-            fuel: 2_000_000_000,
-            ..Limits::default()
-        },
-        ..EngineConfig::default()
-    };
-    let host = Arc::new(Host::open(dir.path().join("rulehost.db"), config).unwrap());
-    activate_fixed(&host, 1, json!([]));
-    let id = PolicyId::new("loop", 1);
-    host.install(
-        "busy",
-        id.clone(),
-        LOOP_ON_AUTHORIZE.as_bytes(),
-        &json!({}),
-        &anna(),
-        at(T0),
-    )
-    .unwrap();
-    host.activate("busy", &id, &anna(), at(T0)).unwrap();
-
+    let host = one_instance_and_a_busy_operator(dir.path());
     // A first run that found the instance taken is known only by the
     // count of runs; an attempt without one is made again.
     for attempt in 0..5 {
         let customer = SubjectRef::new(SubjectKind::Customer, format!("c-{attempt}"));
         import_ended_lock(&host, &customer.id);
-        let started = Arc::new(std::sync::Barrier::new(2));
-        let busy = std::thread::spawn({
-            let (host, started) = (Arc::clone(&host), Arc::clone(&started));
-            move || {
-                started.wait();
-                host.authorize("busy", at(T0), request("x", anna(), customer_c1()))
-                    .unwrap()
-            }
-        });
-        started.wait();
-        std::thread::sleep(Duration::from_millis(300));
+        let busy = keep_the_instance_busy(&host);
         let mut scheduler = Scheduler::start(Arc::clone(&host), Arc::new(ManualClock::new(at(T0))));
         let run = tokio::time::timeout(Duration::from_secs(60), scheduler.ran_through(at(T0)))
             .await
