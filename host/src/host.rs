@@ -117,6 +117,14 @@ pub struct FireReport {
     pub held: usize,
 }
 
+impl std::ops::AddAssign for FireReport {
+    fn add_assign(&mut self, other: FireReport) {
+        self.fired += other.fired;
+        self.fired_without_effects += other.fired_without_effects;
+        self.held += other.held;
+    }
+}
+
 /// What [`Host::resolve_held`] did.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Resolved {

@@ -69,7 +69,7 @@ pub use host::{
 pub use operators::{Active, Operators, Settings};
 pub use policy::PolicySet;
 pub use rulehost_sdk::wire;
-pub use scheduler::{Clock, ManualClock, Scheduler, SystemClock};
+pub use scheduler::{Clock, ManualClock, Run, Scheduler, SystemClock};
 
 /// The policy sets built from `policies/` and bundled into the host.
 pub mod bundled {

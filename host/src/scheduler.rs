@@ -126,33 +126,34 @@ pub struct Run {
 }
 
 impl Run {
-    /// The run for `now` that follows `last`.
-    fn after(last: Option<&Run>, now: Timestamp, result: Result<FireReport, String>) -> Run {
+    /// The run for `now` that follows `last`: its report added to the
+    /// reports of the runs for the same time before it.
+    fn after(
+        last: Option<Run>,
+        now: Timestamp,
+        result: Result<FireReport, String>,
+        settled: bool,
+    ) -> Run {
         let (result, runs) = match (last, result) {
             (
                 Some(Run {
                     now: before,
-                    result: Ok(earlier),
+                    result: Ok(mut earlier),
                     runs,
                     ..
                 }),
                 Ok(report),
-            ) if *before == now => (
-                Ok(FireReport {
-                    fired: earlier.fired + report.fired,
-                    fired_without_effects: earlier.fired_without_effects
-                        + report.fired_without_effects,
-                    held: earlier.held + report.held,
-                }),
-                runs + 1,
-            ),
+            ) if before == now => {
+                earlier += report;
+                (Ok(earlier), runs + 1)
+            }
             (_, result) => (result, 1),
         };
         Run {
             now,
             result,
             runs,
-            settled: false,
+            settled,
         }
     }
 }
@@ -197,6 +198,7 @@ impl Scheduler {
                     .map_err(|e| format!("the scheduler's run panicked: {e}"))
                     .and_then(|fired| fired.map_err(|e| e.to_string()));
                 let failed = result.is_err();
+                // `None` when not known: the run or the look failed.
                 let next = if failed {
                     None
                 } else {
@@ -209,10 +211,7 @@ impl Scheduler {
                 // instance pool.
                 let settled = next.is_some_and(|next| next.is_none_or(|at| at > now));
                 report.send_modify(|last| {
-                    *last = Some(Run {
-                        settled,
-                        ..Run::after(last.as_ref(), now, result)
-                    });
+                    *last = Some(Run::after(last.take(), now, result, settled))
                 });
                 let wait = async {
                     match next {
