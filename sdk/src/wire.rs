@@ -44,24 +44,34 @@ impl Timestamp {
     /// module this costs a fraction of `write!`, whose formatting machinery
     /// is dearer there than the text it writes.
     pub fn push_to(self, out: &mut String) {
-        match self.canonical() {
-            // SAFETY: the canonical form is ASCII digits and separators.
-            Some(text) => out.push_str(unsafe { std::str::from_utf8_unchecked(&text) }),
-            None => out.push_str(&self.to_string()),
+        // SAFETY: `push_canonical` appends ASCII digits and separators, or
+        // nothing, so the string stays UTF-8.
+        if !self.push_canonical(unsafe { out.as_mut_vec() }) {
+            out.push_str(&self.to_string());
         }
     }
 
     /// The canonical form `YYYY-MM-DDTHH:MM:SSZ`, when the time is UTC, in
     /// whole seconds and within years 0..=9999: the form the host writes.
     fn canonical(self) -> Option<[u8; 20]> {
+        let mut out = *CANONICAL_TEMPLATE;
+        self.write_canonical(&mut out).then_some(out)
+    }
+
+    /// Writes the digits of the canonical form over `out`, which holds
+    /// [`CANONICAL_TEMPLATE`] already; `false` (and `out` left as it is)
+    /// when the time has no canonical form. Written in place, two bytes at
+    /// a time: a form built elsewhere and then copied is read back while
+    /// its bytes are still being stored, which stalls the processor.
+    #[inline]
+    fn write_canonical(self, out: &mut [u8; 20]) -> bool {
         let t = self.0;
         if !t.offset().is_utc() || t.nanosecond() != 0 || !(0..=9999).contains(&t.year()) {
-            return None;
+            return false;
         }
         let (year, ordinal) = t.to_ordinal_date();
         let (month, day) = month_and_day(ordinal, time::util::is_leap_year(year));
         let (hour, minute, second) = t.to_hms();
-        let mut out = *b"0000-00-00T00:00:00Z";
         let year = year as usize;
         for (at, value) in [
             (0, year / 100),
@@ -74,7 +84,22 @@ impl Timestamp {
         ] {
             out[at..at + 2].copy_from_slice(&TWO_DIGITS[2 * value..2 * value + 2]);
         }
-        Some(out)
+        true
+    }
+
+    /// Appends the canonical form to `out`; `false` (and nothing appended)
+    /// when the time has none.
+    pub(crate) fn push_canonical(self, out: &mut Vec<u8>) -> bool {
+        let start = out.len();
+        out.extend_from_slice(CANONICAL_TEMPLATE);
+        let digits: &mut [u8; 20] = (&mut out[start..])
+            .try_into()
+            .expect("the twenty bytes just appended");
+        if self.write_canonical(digits) {
+            return true;
+        }
+        out.truncate(start);
+        false
     }
 
     /// Parses the canonical form without the general RFC 3339 parser;
@@ -107,6 +132,10 @@ impl Timestamp {
         Some(Timestamp(date.with_time(clock).assume_utc()))
     }
 }
+
+/// The canonical form's separators, which [`Timestamp::write_canonical`]
+/// fills in with digits.
+const CANONICAL_TEMPLATE: &[u8; 20] = b"0000-00-00T00:00:00Z";
 
 /// `00` to `99`, two bytes each: a number below 100 is its two digits at
 /// twice its value.

@@ -1042,14 +1042,13 @@ impl<'o> Object<'o> {
 
 impl WireJson for Timestamp {
     fn write_json(&self, out: &mut Vec<u8>) -> Written {
-        let Some(text) = self.canonical() else {
-            return serde_json::to_writer(out, self);
-        };
-        // One copy of a known size, quotes included.
-        let mut quoted = [b'"'; 22];
-        quoted[1..21].copy_from_slice(&text);
-        out.extend_from_slice(&quoted);
-        Ok(())
+        out.push(b'"');
+        if self.push_canonical(out) {
+            out.push(b'"');
+            return Ok(());
+        }
+        out.pop();
+        serde_json::to_writer(out, self)
     }
 
     fn read_json(r: &mut Reader<'_>) -> Option<Self> {
