@@ -90,15 +90,14 @@ impl Timestamp {
     /// Appends the canonical form to `out`; `false` (and nothing appended)
     /// when the time has none.
     pub(crate) fn push_canonical(self, out: &mut Vec<u8>) -> bool {
-        let start = out.len();
         out.extend_from_slice(CANONICAL_TEMPLATE);
-        let digits: &mut [u8; 20] = (&mut out[start..])
-            .try_into()
+        let digits = out
+            .last_chunk_mut()
             .expect("the twenty bytes just appended");
         if self.write_canonical(digits) {
             return true;
         }
-        out.truncate(start);
+        out.truncate(out.len() - CANONICAL_TEMPLATE.len());
         false
     }
 
