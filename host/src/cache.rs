@@ -2,7 +2,8 @@
 //!
 //! A file is named after the sha256 of the wasm binary and a hash of
 //! everything in the engine configuration that affects compiled code
-//! (wasmtime's compatibility hash, which covers its version and settings).
+//! (wasmtime's compatibility hash, which covers its version and settings,
+//! and the version and budget of the CPU metering added at load).
 //! A compiled module is machine code that is loaded without validation, so
 //! the directory is created private (mode 0700) and not used at all while
 //! another user owns it or may write to it.
@@ -44,9 +45,12 @@ pub(crate) struct ModuleCache {
 }
 
 impl ModuleCache {
-    pub fn new(dir: &Path, engine: &wasmtime::Engine) -> Self {
+    /// The cache of modules compiled by `engine`, instrumented for a CPU
+    /// budget of `fuel` (which a module's start function runs under).
+    pub fn new(dir: &Path, engine: &wasmtime::Engine, fuel: u64) -> Self {
         let mut hasher = Sha256Hasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
+        (crate::meter::VERSION, fuel).hash(&mut hasher);
         let config_key = crate::audit::hex(&hasher.0.finalize()[..8]);
         ModuleCache {
             dir: dir.to_path_buf(),

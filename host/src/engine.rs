@@ -15,6 +15,7 @@ use wasmtime::{Caller, Enabled, InstanceAllocationStrategy, Linker, PoolingAlloc
 
 use crate::cache::{ModuleCache, PrunedModules, sha256_hex};
 use crate::error::{Error, LoadError, Result};
+use crate::meter;
 use crate::policy::{PolicySet, Sandbox, WarmPools};
 
 /// Bounds every evaluation runs within.
@@ -24,8 +25,11 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Largest table a policy may have, in elements.
     pub table_elements: usize,
-    /// CPU budget per evaluation, in fuel units (about one per wasm
-    /// instruction). Deterministic: the same input spends the same fuel.
+    /// CPU budget per evaluation, in fuel units: one per wasm instruction
+    /// of each function body and loop body entered, charged on entry (so
+    /// at least one per instruction run), and one per 16 bytes a bulk
+    /// memory instruction moves. Deterministic: the same input spends the
+    /// same fuel.
     pub fuel: u64,
     /// Largest reply a policy may return, in bytes.
     pub output_bytes: usize,
@@ -191,20 +195,24 @@ impl Engine {
             .table_keep_resident(64 << 10)
             .pagemap_scan(Enabled::Auto);
 
+        // The CPU budget is counted by the modules themselves, rewritten at
+        // load (`crate::meter`), not by wasmtime's fuel.
         let mut wasm = wasmtime::Config::new();
-        wasm.consume_fuel(true)
-            .wasm_backtrace_max_frames(None)
+        wasm.wasm_backtrace_max_frames(None)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let wasmtime = wasmtime::Engine::new(&wasm).map_err(|e| Error::Engine(e.to_string()))?;
 
         let mut linker = Linker::new(&wasmtime);
         linker
             .func_wrap("rulehost", "log", log)
+            .and_then(|linker| {
+                linker.func_wrap("rulehost", meter::EXHAUSTED_IMPORT, budget_exhausted)
+            })
             .map_err(|e| Error::Engine(e.to_string()))?;
         let cache = config
             .cache_dir
             .as_deref()
-            .map(|dir| ModuleCache::new(dir, &wasmtime));
+            .map(|dir| ModuleCache::new(dir, &wasmtime, config.limits.fuel));
         Ok(Engine {
             wasmtime,
             linker,
@@ -307,8 +315,13 @@ impl Engine {
         {
             return Ok(module);
         }
-        let module = wasmtime::Module::from_binary(&self.wasmtime, binary)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        // Validated as the author wrote it, so that an error names their
+        // code, then compiled with the budget's charges added.
+        let compile_error = |e: wasmtime::Error| LoadError::Compile(format!("{e:#}"));
+        wasmtime::Module::validate(&self.wasmtime, binary).map_err(compile_error)?;
+        let metered = meter::instrument(binary, self.config.limits.fuel)?;
+        let module =
+            wasmtime::Module::from_binary(&self.wasmtime, &metered).map_err(compile_error)?;
         if let Some(cache) = &self.cache
             && let Err(warning) = cache.put(sha256, &module)
         {
@@ -395,6 +408,17 @@ fn check_initial_memory(binary: &[u8], limit: usize) -> Result<(), LoadError> {
     }
     Ok(())
 }
+
+/// `rulehost`.`budget_exhausted()`: what a module calls when its CPU budget
+/// is spent; ends the call with [`BudgetExhausted`].
+fn budget_exhausted() -> wasmtime::Result<()> {
+    Err(wasmtime::Error::new(BudgetExhausted))
+}
+
+/// A module spent its CPU budget (`rulehost`.`budget_exhausted`).
+#[derive(Debug, thiserror::Error)]
+#[error("cpu budget exhausted")]
+pub(crate) struct BudgetExhausted;
 
 /// `rulehost`.`log(ptr, len)`: keeps a bounded number of bounded lines.
 fn log(mut caller: Caller<'_, Sandbox>, ptr: u32, len: u32) {

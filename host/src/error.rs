@@ -289,6 +289,9 @@ pub enum LoadError {
         /// Import name.
         name: String,
     },
+    /// It exports a name the host adds to every module itself.
+    #[error("exports `{0}`, a name the host reserves")]
+    ReservedExport(&'static str),
     /// A required export is missing.
     #[error("could not find export `{0}`")]
     MissingExport(&'static str),

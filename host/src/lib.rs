@@ -50,6 +50,7 @@ pub mod fuzzing;
 mod host;
 pub mod import;
 pub mod integrity;
+mod meter;
 mod operators;
 mod policy;
 pub mod scheduler;

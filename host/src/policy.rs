@@ -12,13 +12,14 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use rulehost_sdk::wire::{ABI_VERSION, Hook, HookKind, Reply, Timestamp, WireJson, json};
 use wasmtime::{
-    ExternType, Func, FuncType, Instance, InstancePre, Memory, ModuleExport, ResourceLimiter,
-    Store, Trap, TypedFunc, ValRaw,
+    ExternType, Func, FuncType, Global, Instance, InstancePre, Memory, ModuleExport,
+    ResourceLimiter, Store, Trap, TypedFunc, Val, ValRaw,
 };
 
-use crate::engine::{Engine, Isolation, Limits, PolicyId};
+use crate::engine::{BudgetExhausted, Engine, Isolation, Limits, PolicyId};
 use crate::error::LoadError;
 use crate::evaluation::{Diagnostic, Evaluation, Failure, FailureKind};
+use crate::meter;
 use crate::operators::Settings;
 
 const ABI_VERSION_EXPORT: &str = "rulehost_abi_version";
@@ -84,6 +85,8 @@ impl ResourceLimiter for Sandbox {
 /// Where a module's ABI exports are, resolved once at load.
 struct Exports {
     memory: ModuleExport,
+    /// The CPU budget global the host added (`crate::meter`).
+    budget: ModuleExport,
     alloc: ModuleExport,
     hooks: [Option<ModuleExport>; Hook::ALL.len()],
 }
@@ -175,7 +178,10 @@ impl PolicySet {
     ) -> Result<Self, LoadError> {
         let limits = engine.config.limits;
         for import in module.imports() {
-            if (import.module(), import.name()) != ("rulehost", "log") {
+            // `budget_exhausted` is the host's own, added at load; a module
+            // that imported it itself was refused then.
+            let allowed = ["log", meter::EXHAUSTED_IMPORT];
+            if import.module() != "rulehost" || !allowed.contains(&import.name()) {
                 return Err(LoadError::DisallowedImport {
                     module: import.module().to_owned(),
                     name: import.name().to_owned(),
@@ -183,6 +189,9 @@ impl PolicySet {
             }
         }
         let memory = memory_export(&module)?;
+        let budget = module
+            .get_export_index(meter::BUDGET_EXPORT)
+            .ok_or(LoadError::MissingExport(meter::BUDGET_EXPORT))?;
         check_func(&module, ABI_VERSION_EXPORT, "() -> i32")?
             .ok_or(LoadError::MissingExport(ABI_VERSION_EXPORT))?;
         let alloc = check_func(&module, ALLOC_EXPORT, "(i32) -> i32")?
@@ -208,6 +217,7 @@ impl PolicySet {
                 pre,
                 exports: Exports {
                     memory,
+                    budget,
                     alloc,
                     hooks,
                 },
@@ -354,7 +364,7 @@ impl Inner {
             Err(failure) => return (Err(failure), 0, Vec::new()),
         };
         let result = warm.call(index, export, envelope, decode);
-        let left = warm.store.get_fuel().unwrap_or(0);
+        let left = warm.budget_left();
         let logs = std::mem::take(&mut warm.store.data_mut().logs);
         if result.is_ok() {
             self.release(warm);
@@ -399,6 +409,8 @@ struct Warm {
     store: Store<Sandbox>,
     instance: Instance,
     memory: Memory,
+    /// The CPU budget left, counted down by the module.
+    budget: Global,
     /// `rulehost_alloc`, of type `(i32) -> i32`.
     alloc: Func,
     /// Hook functions, of type `(i32, i32) -> i64`, resolved on first use.
@@ -419,15 +431,13 @@ impl Warm {
             },
         );
         store.limiter(|sandbox| sandbox as &mut dyn ResourceLimiter);
-        store
-            .set_fuel(limits.fuel)
-            .map_err(|e| classify(&e, limits))?;
-        let (instance, memory, alloc) = instance_in(&mut store, inner)?;
+        let (instance, memory, budget, alloc) = instance_in(&mut store, inner)?;
         Ok(Warm {
             limits,
             store,
             instance,
             memory,
+            budget,
             alloc,
             hooks: [const { None }; Hook::ALL.len()],
             instances: 1,
@@ -437,13 +447,21 @@ impl Warm {
     /// Replaces the instance with a new one in the same store: what a new
     /// store would cost, without its setup and teardown.
     fn renew(&mut self, inner: &Inner) -> Result<(), Failure> {
-        let (instance, memory, alloc) = instance_in(&mut self.store, inner)?;
+        let (instance, memory, budget, alloc) = instance_in(&mut self.store, inner)?;
         self.instance = instance;
         self.memory = memory;
+        self.budget = budget;
         self.alloc = alloc;
         self.hooks = [const { None }; Hook::ALL.len()];
         self.instances += 1;
         Ok(())
+    }
+
+    /// The fuel left of the budget the last call started with: none once
+    /// it is exhausted.
+    fn budget_left(&mut self) -> u64 {
+        let left = self.budget.get(&mut self.store).i64().unwrap_or(0);
+        u64::try_from(left).unwrap_or(0)
     }
 
     fn abi_version(&mut self, module: &wasmtime::Module) -> Result<i32, Failure> {
@@ -482,8 +500,9 @@ impl Warm {
         decode: impl FnOnce(&[u8]) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
         let limits = self.limits;
-        self.store
-            .set_fuel(limits.fuel)
+        let full = i64::try_from(limits.fuel).unwrap_or(i64::MAX);
+        self.budget
+            .set(&mut self.store, Val::I64(full))
             .map_err(|e| classify(&e, limits))?;
         let hook = match self.hooks[index] {
             Some(hook) => hook,
@@ -534,12 +553,12 @@ impl Warm {
     }
 }
 
-/// A new instance of the policy set's module in `store`, with its memory and
-/// allocator exports.
+/// A new instance of the policy set's module in `store`, with its memory,
+/// budget and allocator exports.
 fn instance_in(
     store: &mut Store<Sandbox>,
     inner: &Inner,
-) -> Result<(Instance, Memory, Func), Failure> {
+) -> Result<(Instance, Memory, Global, Func), Failure> {
     let limits = inner.limits;
     let instance = inner
         .pre
@@ -549,8 +568,12 @@ fn instance_in(
         .get_module_export(&mut *store, &inner.exports.memory)
         .and_then(|e| e.into_memory())
         .ok_or_else(|| Failure::new(FailureKind::Instantiation, "the memory export vanished"))?;
+    let budget = instance
+        .get_module_export(&mut *store, &inner.exports.budget)
+        .and_then(|e| e.into_global())
+        .ok_or_else(|| Failure::new(FailureKind::Instantiation, "the budget export vanished"))?;
     let alloc = func(store, instance, &inner.exports.alloc)?;
-    Ok((instance, memory, alloc))
+    Ok((instance, memory, budget, alloc))
 }
 
 /// The function export `export` of `instance`, whose type was checked at
@@ -575,11 +598,13 @@ fn classify(error: &wasmtime::Error, limits: Limits) -> Failure {
     if let Some(hit) = error.downcast_ref::<TableLimitHit>() {
         return Failure::new(FailureKind::TableLimit, hit.to_string());
     }
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => Failure::new(
+    if error.downcast_ref::<BudgetExhausted>().is_some() {
+        return Failure::new(
             FailureKind::FuelExhausted,
             format!("cpu budget of {} fuel exhausted", limits.fuel),
-        ),
+        );
+    }
+    match error.downcast_ref::<Trap>() {
         Some(Trap::StackOverflow) => {
             Failure::new(FailureKind::StackOverflow, "call stack exhausted")
         }
