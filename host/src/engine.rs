@@ -37,6 +37,14 @@ pub struct Limits {
     pub module_bytes: usize,
 }
 
+impl Limits {
+    /// The fuel a call starts with: [`Limits::fuel`], at most `i64::MAX`,
+    /// the largest the module's counter holds.
+    pub(crate) fn full_budget(&self) -> u64 {
+        self.fuel.min(i64::MAX as u64)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -206,7 +214,7 @@ impl Engine {
         linker
             .func_wrap("rulehost", "log", log)
             .and_then(|linker| {
-                linker.func_wrap("rulehost", meter::EXHAUSTED_IMPORT, budget_exhausted)
+                linker.func_wrap("rulehost", meter::EXHAUSTED_IMPORT, meter::budget_exhausted)
             })
             .map_err(|e| Error::Engine(e.to_string()))?;
         let cache = config
@@ -408,17 +416,6 @@ fn check_initial_memory(binary: &[u8], limit: usize) -> Result<(), LoadError> {
     }
     Ok(())
 }
-
-/// `rulehost`.`budget_exhausted()`: what a module calls when its CPU budget
-/// is spent; ends the call with [`BudgetExhausted`].
-fn budget_exhausted() -> wasmtime::Result<()> {
-    Err(wasmtime::Error::new(BudgetExhausted))
-}
-
-/// A module spent its CPU budget (`rulehost`.`budget_exhausted`).
-#[derive(Debug, thiserror::Error)]
-#[error("cpu budget exhausted")]
-pub(crate) struct BudgetExhausted;
 
 /// `rulehost`.`log(ptr, len)`: keeps a bounded number of bounded lines.
 fn log(mut caller: Caller<'_, Sandbox>, ptr: u32, len: u32) {

@@ -16,10 +16,10 @@ use wasmtime::{
     ResourceLimiter, Store, Trap, TypedFunc, Val, ValRaw,
 };
 
-use crate::engine::{BudgetExhausted, Engine, Isolation, Limits, PolicyId};
+use crate::engine::{Engine, Isolation, Limits, PolicyId};
 use crate::error::LoadError;
 use crate::evaluation::{Diagnostic, Evaluation, Failure, FailureKind};
-use crate::meter;
+use crate::meter::{self, BudgetExhausted};
 use crate::operators::Settings;
 
 const ABI_VERSION_EXPORT: &str = "rulehost_abi_version";
@@ -369,7 +369,7 @@ impl Inner {
         if result.is_ok() {
             self.release(warm);
         }
-        (result, self.limits.fuel.saturating_sub(left), logs)
+        (result, self.limits.full_budget().saturating_sub(left), logs)
     }
 
     /// A new instance in a new store. When the engine's instance pool is
@@ -500,7 +500,8 @@ impl Warm {
         decode: impl FnOnce(&[u8]) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
         let limits = self.limits;
-        let full = i64::try_from(limits.fuel).unwrap_or(i64::MAX);
+        // `full_budget` fits an `i64`.
+        let full = limits.full_budget() as i64;
         self.budget
             .set(&mut self.store, Val::I64(full))
             .map_err(|e| classify(&e, limits))?;
