@@ -30,7 +30,9 @@
 use crate::error::LoadError;
 use wasm_encoder::reencode::{self, Reencode};
 use wasm_encoder::{ConstExpr, ExportKind, GlobalType, SectionId, ValType};
-use wasmparser::{CompositeInnerType, FunctionBody, Operator, Parser, Payload, TypeRef};
+use wasmparser::{
+    CompositeInnerType, FunctionBody, KnownCustom, Operator, Parser, Payload, TypeRef,
+};
 
 /// The export under which the host finds the budget of an instrumented
 /// module; a module that exports this name itself is refused.
@@ -334,6 +336,30 @@ impl Reencode for Metering {
             let mut globals = wasm_encoder::GlobalSection::new();
             self.add_global(&mut globals);
             module.section(&globals);
+        }
+        Ok(())
+    }
+
+    /// Custom sections as they were, except two kinds: a name section is
+    /// renumbered for the added import, or dropped when it does not parse
+    /// (names only label backtraces, and wasmtime ignores a bad one too);
+    /// DWARF (`.debug_*`) is dropped, its code offsets no longer being
+    /// those of the code.
+    fn parse_custom_section(
+        &mut self,
+        module: &mut wasm_encoder::Module,
+        section: wasmparser::CustomSectionReader<'_>,
+    ) -> Result<(), reencode::Error<Self::Error>> {
+        match section.as_known() {
+            KnownCustom::Name(names) => {
+                if let Ok(names) = self.custom_name_section(names) {
+                    module.section(&names);
+                }
+            }
+            _ if section.name().starts_with(".debug_") => {}
+            _ => {
+                module.section(&self.custom_section(section)?);
+            }
         }
         Ok(())
     }
@@ -648,6 +674,50 @@ mod tests {
         assert_eq!(left(&mut store, &instance), 0);
         let error = count.call(&mut store, 1).expect_err("nothing left");
         assert!(error.downcast_ref::<Exhausted>().is_some(), "{error:?}");
+    }
+
+    #[test]
+    fn names_follow_the_functions_and_a_bad_name_section_is_dropped() {
+        let wasm = wat::parse_str(
+            r#"(module
+              (import "rulehost" "log" (func $log (param i32 i32)))
+              (func $helper (result i32) i32.const 1))"#,
+        )
+        .expect("test WAT");
+        let names = |wasm: &[u8]| -> Vec<(u32, String)> {
+            let mut found = Vec::new();
+            for payload in Parser::new(0).parse_all(wasm) {
+                if let Ok(Payload::CustomSection(section)) = payload
+                    && let KnownCustom::Name(reader) = section.as_known()
+                {
+                    for name in reader.flatten() {
+                        if let wasmparser::Name::Function(map) = name {
+                            for naming in map.into_iter().flatten() {
+                                found.push((naming.index, naming.name.to_owned()));
+                            }
+                        }
+                    }
+                }
+            }
+            found
+        };
+        let metered = instrument(&wasm, BUDGET).expect("instruments");
+        // `budget_exhausted` took index 1, after `log`.
+        assert_eq!(
+            names(&metered),
+            [(0, "log".to_owned()), (2, "helper".to_owned())]
+        );
+
+        // A name section cut short after its subsection header.
+        let mut broken = wat::parse_str("(module)").expect("test WAT");
+        broken.extend_from_slice(&[0, 8, 4, b'n', b'a', b'm', b'e', 1, 9, 0]);
+        assert!(wasmparser::Validator::new().validate_all(&broken).is_ok());
+        let metered = instrument(&broken, BUDGET).expect("instruments without the names");
+        let kept = Parser::new(0).parse_all(&metered).any(|payload| {
+            matches!(payload, Ok(Payload::CustomSection(section)) if section.name() == "name")
+        });
+        assert!(!kept);
+        Module::new(&Engine::default(), &metered).expect("still a valid module");
     }
 
     #[test]
