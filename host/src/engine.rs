@@ -40,8 +40,8 @@ pub struct Limits {
 impl Limits {
     /// The fuel a call starts with: [`Limits::fuel`], at most `i64::MAX`,
     /// the largest the module's counter holds.
-    pub(crate) fn full_budget(&self) -> u64 {
-        self.fuel.min(i64::MAX as u64)
+    pub(crate) fn full_budget(&self) -> i64 {
+        i64::try_from(self.fuel).unwrap_or(i64::MAX)
     }
 }
 
@@ -327,7 +327,7 @@ impl Engine {
         // code, then compiled with the budget's charges added.
         let compile_error = |e: wasmtime::Error| LoadError::Compile(format!("{e:#}"));
         wasmtime::Module::validate(&self.wasmtime, binary).map_err(compile_error)?;
-        let metered = meter::instrument(binary, self.config.limits.fuel)?;
+        let metered = meter::instrument(binary, self.config.limits.full_budget())?;
         let module =
             wasmtime::Module::from_binary(&self.wasmtime, &metered).map_err(compile_error)?;
         if let Some(cache) = &self.cache

@@ -70,10 +70,10 @@ pub(crate) struct BudgetExhausted;
 ///
 /// The module already exports [`BUDGET_EXPORT`] or imports
 /// [`EXHAUSTED_IMPORT`], or is not the valid module it should be.
-pub(crate) fn instrument(wasm: &[u8], budget: u64) -> Result<Vec<u8>, LoadError> {
+pub(crate) fn instrument(wasm: &[u8], budget: i64) -> Result<Vec<u8>, LoadError> {
     let shape = Shape::read(wasm)?;
     let mut metering = Metering {
-        budget: i64::try_from(budget).unwrap_or(i64::MAX),
+        budget,
         global: shape.imported_globals + shape.defined_globals,
         exhausted: shape.imported_funcs,
         exhausted_type: shape.types,
@@ -531,7 +531,7 @@ mod tests {
 
     /// An instance of `wat` instrumented for `budget`, and its budget
     /// global, with `rulehost`.`log` as a no-op.
-    fn instance(wat: &str, budget: u64) -> (Store<()>, Instance) {
+    fn instance(wat: &str, budget: i64) -> (Store<()>, Instance) {
         let wasm = wat::parse_str(wat).expect("test WAT");
         let metered = instrument(&wasm, budget).expect("instruments");
         let engine = Engine::default();
@@ -559,7 +559,7 @@ mod tests {
         budget.get(&mut *store).i64().expect("i64 budget")
     }
 
-    const BUDGET: u64 = 1_000_000;
+    const BUDGET: i64 = 1_000_000;
 
     /// Counts `$n` down to zero: the entry holds `loop` and the function's
     /// `end` (2 units); each iteration the loop's seven instructions.
@@ -577,7 +577,7 @@ mod tests {
                 .get_typed_func::<u32, ()>(&mut store, "count")
                 .expect("count");
             count.call(&mut store, n).expect("within budget");
-            let used = BUDGET as i64 - left(&mut store, &instance);
+            let used = BUDGET - left(&mut store, &instance);
             assert_eq!(used, 2 + 7 * i64::from(n), "n = {n}");
         }
     }
@@ -612,11 +612,7 @@ mod tests {
                 .get_typed_func::<u32, ()>(&mut store, "fill")
                 .expect("fill");
             fill.call(&mut store, len).expect("within budget");
-            assert_eq!(
-                BUDGET as i64 - left(&mut store, &instance),
-                units,
-                "len {len}"
-            );
+            assert_eq!(BUDGET - left(&mut store, &instance), units, "len {len}");
         }
     }
 
@@ -643,7 +639,7 @@ mod tests {
             .get_typed_func::<(), i32>(&mut store, "run")
             .expect("run");
         assert_eq!(run.call(&mut store, ()).expect("runs"), 45);
-        assert!(left(&mut store, &instance) < BUDGET as i64);
+        assert!(left(&mut store, &instance) < BUDGET);
     }
 
     #[test]
@@ -657,7 +653,7 @@ mod tests {
             .expect("seven");
         assert_eq!(seven.call(&mut store, ()).expect("runs"), 7);
         // `i32.const` and `end`.
-        assert_eq!(left(&mut store, &instance), BUDGET as i64 - 2);
+        assert_eq!(left(&mut store, &instance), BUDGET - 2);
     }
 
     #[test]

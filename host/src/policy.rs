@@ -369,7 +369,8 @@ impl Inner {
         if result.is_ok() {
             self.release(warm);
         }
-        (result, self.limits.full_budget().saturating_sub(left), logs)
+        let used = u64::try_from(self.limits.full_budget() - left).unwrap_or(0);
+        (result, used, logs)
     }
 
     /// A new instance in a new store. When the engine's instance pool is
@@ -459,9 +460,9 @@ impl Warm {
 
     /// The fuel left of the budget the last call started with: none once
     /// it is exhausted.
-    fn budget_left(&mut self) -> u64 {
+    fn budget_left(&mut self) -> i64 {
         let left = self.budget.get(&mut self.store).i64().unwrap_or(0);
-        u64::try_from(left).unwrap_or(0)
+        left.max(0)
     }
 
     fn abi_version(&mut self, module: &wasmtime::Module) -> Result<i32, Failure> {
@@ -500,10 +501,8 @@ impl Warm {
         decode: impl FnOnce(&[u8]) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
         let limits = self.limits;
-        // `full_budget` fits an `i64`.
-        let full = limits.full_budget() as i64;
         self.budget
-            .set(&mut self.store, Val::I64(full))
+            .set(&mut self.store, Val::I64(limits.full_budget()))
             .map_err(|e| classify(&e, limits))?;
         let hook = match self.hooks[index] {
             Some(hook) => hook,
