@@ -390,11 +390,21 @@ impl<'a> Reader<'a> {
         self.bytes
     }
 
+    /// The host writes no white space: one comparison then decides, made
+    /// outside any loop. A module's CPU metering charges every entry into a
+    /// loop, and a reader skips space before every token.
     #[inline(always)]
     fn skip_space(&mut self) {
-        // The host writes no white space: one comparison then decides.
+        if self.bytes().get(self.at).is_some_and(|&byte| byte <= b' ') {
+            self.skip_space_slowly();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn skip_space_slowly(&mut self) {
         while let Some(&byte) = self.bytes().get(self.at) {
-            if byte > b' ' || !matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
+            if !matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
                 break;
             }
             self.at += 1;
