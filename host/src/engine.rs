@@ -327,7 +327,13 @@ impl Engine {
         // code, then compiled with the budget's charges added.
         let compile_error = |e: wasmtime::Error| LoadError::Compile(format!("{e:#}"));
         wasmtime::Module::validate(&self.wasmtime, binary).map_err(compile_error)?;
-        let metered = meter::instrument(binary, self.config.limits.full_budget())?;
+        // Every evaluation begins with the allocator, which then starts it
+        // with the full budget.
+        let metered = meter::instrument(
+            binary,
+            self.config.limits.full_budget(),
+            crate::policy::ALLOC_EXPORT,
+        )?;
         let module =
             wasmtime::Module::from_binary(&self.wasmtime, &metered).map_err(compile_error)?;
         if let Some(cache) = &self.cache

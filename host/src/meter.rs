@@ -15,7 +15,12 @@
 //!
 //! The budget global is appended after the module's own globals and is
 //! reachable from no code the author wrote (a valid module only names the
-//! globals it declares); the host sets it before a call and reads it after.
+//! globals it declares); the host reads it after a call. The export that
+//! begins every call from the host (`rulehost_alloc`) is given an added
+//! function in front, which sets the budget to its full value and calls
+//! the module's own: an evaluation starts with the whole budget without a
+//! call from the host into the store to set the global, and the module's
+//! code, which can only call the functions it declares, cannot reset it.
 //! The import is appended after the module's own imported functions, whose
 //! indices stay; the module's own functions move up by one.
 //!
@@ -31,7 +36,7 @@ use crate::error::LoadError;
 use wasm_encoder::reencode::{self, Reencode};
 use wasm_encoder::{ConstExpr, ExportKind, GlobalType, SectionId, ValType};
 use wasmparser::{
-    CompositeInnerType, FunctionBody, KnownCustom, Operator, Parser, Payload, TypeRef,
+    CompositeInnerType, ExternalKind, FunctionBody, KnownCustom, Operator, Parser, Payload, TypeRef,
 };
 
 /// The export under which the host finds the budget of an instrumented
@@ -48,7 +53,7 @@ pub(crate) const BULK_BYTES_PER_UNIT: u64 = 16;
 
 /// Changes whenever instrumentation changes what it writes, so a compiled
 /// module cached by an earlier version is not reused.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 
 /// `rulehost`.`budget_exhausted()`, the host function an instrumented
 /// module calls when its budget is spent: ends the call with
@@ -62,18 +67,28 @@ pub(crate) fn budget_exhausted() -> wasmtime::Result<()> {
 #[error("cpu budget exhausted")]
 pub(crate) struct BudgetExhausted;
 
-/// Rewrites the valid module `wasm` to count its work against a budget that
-/// starts at `budget` (what a start function runs under) and is set by the
-/// host before each call.
+/// Rewrites the valid module `wasm` to count its work against a budget of
+/// `budget`: what a start function runs under, and what every call of the
+/// export `resets_at` (when the module defines that function) starts with.
 ///
 /// # Errors
 ///
 /// The module already exports [`BUDGET_EXPORT`] or imports
 /// [`EXHAUSTED_IMPORT`], or is not the valid module it should be.
-pub(crate) fn instrument(wasm: &[u8], budget: i64) -> Result<Vec<u8>, LoadError> {
-    let shape = Shape::read(wasm)?;
+pub(crate) fn instrument(wasm: &[u8], budget: i64, resets_at: &str) -> Result<Vec<u8>, LoadError> {
+    let shape = Shape::read(wasm, resets_at)?;
+    let defined = shape.params.len() as u32;
+    let reset = shape.reset.map(|function| Reset {
+        function,
+        ty: shape.types_of_defined[(function - shape.imported_funcs) as usize],
+        params: shape.params[(function - shape.imported_funcs) as usize],
+        // After the imports, `budget_exhausted` and the module's own.
+        index: shape.imported_funcs + 1 + defined,
+    });
     let mut metering = Metering {
         budget,
+        reset,
+        resets_at: resets_at.to_owned(),
         global: shape.imported_globals + shape.defined_globals,
         exhausted: shape.imported_funcs,
         exhausted_type: shape.types,
@@ -101,6 +116,10 @@ struct Shape {
     /// order: its body's first scratch local comes after them and its
     /// declared locals.
     params: Vec<u32>,
+    /// The type of each function the module defines.
+    types_of_defined: Vec<u32>,
+    /// The function exported as `resets_at`, when the module defines it.
+    reset: Option<u32>,
     /// For each memory, imported ones first, whether it is 64-bit.
     memory64: Vec<bool>,
     /// The same for tables.
@@ -108,7 +127,7 @@ struct Shape {
 }
 
 impl Shape {
-    fn read(wasm: &[u8]) -> Result<Self, LoadError> {
+    fn read(wasm: &[u8], resets_at: &str) -> Result<Self, LoadError> {
         let invalid = |e: wasmparser::BinaryReaderError| LoadError::Compile(e.to_string());
         let mut type_params: Vec<Option<u32>> = Vec::new();
         let mut shape = Shape {
@@ -117,6 +136,8 @@ impl Shape {
             imported_globals: 0,
             defined_globals: 0,
             params: Vec::new(),
+            types_of_defined: Vec::new(),
+            reset: None,
             memory64: Vec::new(),
             table64: Vec::new(),
         };
@@ -157,6 +178,7 @@ impl Shape {
                         shape.params.push(params.ok_or_else(|| {
                             LoadError::Compile(format!("type {ty} is not a function type"))
                         })?);
+                        shape.types_of_defined.push(ty);
                     }
                 }
                 Payload::MemorySection(memories) => {
@@ -176,12 +198,18 @@ impl Shape {
                         if export.name == BUDGET_EXPORT {
                             return Err(LoadError::ReservedExport(BUDGET_EXPORT));
                         }
+                        if export.name == resets_at && export.kind == ExternalKind::Func {
+                            shape.reset = Some(export.index);
+                        }
                     }
                 }
                 _ => {}
             }
         }
         shape.types = type_params.len() as u32;
+        // An imported function gets no reset: the host refuses a module
+        // whose allocator is not its own.
+        shape.reset = shape.reset.filter(|&f| f >= shape.imported_funcs);
         Ok(shape)
     }
 }
@@ -190,6 +218,9 @@ impl Shape {
 /// export, the import that ends a call and the charges in the code.
 struct Metering {
     budget: i64,
+    /// The function added in front of the export `resets_at`.
+    reset: Option<Reset>,
+    resets_at: String,
     /// The budget global's index.
     global: u32,
     /// The index of the imported `budget_exhausted`: the module's imported
@@ -202,6 +233,18 @@ struct Metering {
     table64: Vec<bool>,
     next_body: usize,
     added: Added,
+}
+
+/// The function that sets the budget to its full value and calls the
+/// module's `function` with its parameters.
+#[derive(Clone, Copy)]
+struct Reset {
+    /// The module's function, by its index in the module as written.
+    function: u32,
+    ty: u32,
+    params: u32,
+    /// Its own index: after every other function.
+    index: u32,
 }
 
 /// Which of the entries instrumentation adds have been written.
@@ -362,6 +405,51 @@ impl Reencode for Metering {
             }
         }
         Ok(())
+    }
+
+    fn parse_function_section(
+        &mut self,
+        functions: &mut wasm_encoder::FunctionSection,
+        section: wasmparser::FunctionSectionReader<'_>,
+    ) -> Result<(), reencode::Error<Self::Error>> {
+        reencode::utils::parse_function_section(self, functions, section)?;
+        if let Some(reset) = self.reset {
+            functions.function(reset.ty);
+        }
+        Ok(())
+    }
+
+    fn parse_code_section(
+        &mut self,
+        code: &mut wasm_encoder::CodeSection,
+        section: wasmparser::CodeSectionReader<'_>,
+    ) -> Result<(), reencode::Error<Self::Error>> {
+        reencode::utils::parse_code_section(self, code, section)?;
+        if let Some(reset) = self.reset {
+            let mut function = wasm_encoder::Function::new([]);
+            let mut sink = function.instructions();
+            sink.i64_const(self.budget).global_set(self.global);
+            for param in 0..reset.params {
+                sink.local_get(param);
+            }
+            sink.call(self.function_index(reset.function)?).end();
+            code.function(&function);
+        }
+        Ok(())
+    }
+
+    fn parse_export(
+        &mut self,
+        exports: &mut wasm_encoder::ExportSection,
+        export: wasmparser::Export<'_>,
+    ) -> Result<(), reencode::Error<Self::Error>> {
+        match self.reset {
+            Some(reset) if export.name == self.resets_at && export.kind == ExternalKind::Func => {
+                exports.export(export.name, ExportKind::Func, reset.index);
+                Ok(())
+            }
+            _ => reencode::utils::parse_export(self, exports, export),
+        }
     }
 
     fn parse_export_section(
@@ -533,7 +621,7 @@ mod tests {
     /// global, with `rulehost`.`log` as a no-op.
     fn instance(wat: &str, budget: i64) -> (Store<()>, Instance) {
         let wasm = wat::parse_str(wat).expect("test WAT");
-        let metered = instrument(&wasm, budget).expect("instruments");
+        let metered = instrument(&wasm, budget, RESET).expect("instruments");
         let engine = Engine::default();
         let module = Module::new(&engine, &metered).expect("instrumented module is valid");
         let mut linker = Linker::new(&engine);
@@ -560,6 +648,9 @@ mod tests {
     }
 
     const BUDGET: i64 = 1_000_000;
+
+    /// The export the tests' modules begin a call with, when they have it.
+    const RESET: &str = "begin";
 
     /// Counts `$n` down to zero: the entry holds `loop` and the function's
     /// `end` (2 units); each iteration the loop's seven instructions.
@@ -673,6 +764,32 @@ mod tests {
     }
 
     #[test]
+    fn the_export_that_begins_a_call_restores_the_budget_for_the_host_only() {
+        // `spin` calls the function behind `begin` for ever: from inside
+        // the module it must not reset the budget.
+        let wat = r#"(module
+          (func $begin (export "begin") (param $x i32) (result i32) local.get $x)
+          (func (export "spin") (loop $l (drop (call $begin (i32.const 0))) (br $l))))"#;
+        let (mut store, instance) = instance(wat, BUDGET);
+        let budget = instance
+            .get_global(&mut store, BUDGET_EXPORT)
+            .expect("budget export");
+        budget.set(&mut store, Val::I64(5)).expect("mutable");
+        let begin = instance
+            .get_typed_func::<i32, i32>(&mut store, "begin")
+            .expect("begin");
+        assert_eq!(begin.call(&mut store, 7).expect("runs"), 7);
+        // The full budget, less `$begin`'s `local.get` and `end`.
+        assert_eq!(left(&mut store, &instance), BUDGET - 2);
+        let spin = instance
+            .get_typed_func::<(), ()>(&mut store, "spin")
+            .expect("spin");
+        let error = spin.call(&mut store, ()).expect_err("spins out");
+        assert!(error.downcast_ref::<Exhausted>().is_some(), "{error:?}");
+        assert!(left(&mut store, &instance) < 0);
+    }
+
+    #[test]
     fn names_follow_the_functions_and_a_bad_name_section_is_dropped() {
         let wasm = wat::parse_str(
             r#"(module
@@ -697,7 +814,7 @@ mod tests {
             }
             found
         };
-        let metered = instrument(&wasm, BUDGET).expect("instruments");
+        let metered = instrument(&wasm, BUDGET, RESET).expect("instruments");
         // `budget_exhausted` took index 1, after `log`.
         assert_eq!(
             names(&metered),
@@ -708,7 +825,7 @@ mod tests {
         let mut broken = wat::parse_str("(module)").expect("test WAT");
         broken.extend_from_slice(&[0, 8, 4, b'n', b'a', b'm', b'e', 1, 9, 0]);
         assert!(wasmparser::Validator::new().validate_all(&broken).is_ok());
-        let metered = instrument(&broken, BUDGET).expect("instruments without the names");
+        let metered = instrument(&broken, BUDGET, RESET).expect("instruments without the names");
         let kept = Parser::new(0).parse_all(&metered).any(|payload| {
             matches!(payload, Ok(Payload::CustomSection(section)) if section.name() == "name")
         });
@@ -722,12 +839,12 @@ mod tests {
             wat::parse_str(r#"(module (global (export "rulehost:budget") i64 (i64.const 0)))"#)
                 .expect("test WAT");
         assert!(matches!(
-            instrument(&export, BUDGET),
+            instrument(&export, BUDGET, RESET),
             Err(LoadError::ReservedExport("rulehost:budget"))
         ));
         let import = wat::parse_str(r#"(module (import "rulehost" "budget_exhausted" (func)))"#)
             .expect("test WAT");
-        let error = instrument(&import, BUDGET).expect_err("refused");
+        let error = instrument(&import, BUDGET, RESET).expect_err("refused");
         assert_eq!(
             error.to_string(),
             "imports `rulehost`.`budget_exhausted`, but a policy may import only `rulehost`.`log`"

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use rulehost_sdk::wire::{ABI_VERSION, Hook, HookKind, Reply, Timestamp, WireJson, json};
 use wasmtime::{
     ExternType, Func, FuncType, Global, Instance, InstancePre, Memory, ModuleExport,
-    ResourceLimiter, Store, Trap, TypedFunc, Val, ValRaw,
+    ResourceLimiter, Store, Trap, TypedFunc, ValRaw,
 };
 
 use crate::engine::{Engine, Isolation, Limits, PolicyId};
@@ -25,7 +25,7 @@ use crate::meter::{self, BudgetExhausted};
 use crate::operators::Settings;
 
 const ABI_VERSION_EXPORT: &str = "rulehost_abi_version";
-const ALLOC_EXPORT: &str = "rulehost_alloc";
+pub(crate) const ALLOC_EXPORT: &str = "rulehost_alloc";
 const MEMORY_EXPORT: &str = "memory";
 const HOOK_SIGNATURE: &str = "(i32, i32) -> i64";
 
@@ -428,13 +428,11 @@ impl Inner {
             Ok(warm) => warm,
             Err(failure) => return (Err(failure), 0, Vec::new()),
         };
-        let result = warm.call(index, export, envelope, decode);
-        let left = warm.budget_left();
+        let (result, used) = warm.call(index, export, envelope, decode);
         let logs = std::mem::take(&mut warm.store.data_mut().logs);
         if result.is_ok() {
             self.release(warm);
         }
-        let used = u64::try_from(self.limits.full_budget() - left).unwrap_or(0);
         (result, used, logs)
     }
 
@@ -520,11 +518,11 @@ impl Warm {
         Ok(())
     }
 
-    /// The fuel left of the budget the last call started with: none once
-    /// it is exhausted.
-    fn budget_left(&mut self) -> i64 {
+    /// The fuel spent of the full budget, which `rulehost_alloc` sets
+    /// (`crate::meter`): all of it once it is exhausted.
+    fn fuel_used(&mut self) -> u64 {
         let left = self.budget.get(&mut self.store).i64().unwrap_or(0);
-        left.max(0)
+        u64::try_from(self.limits.full_budget() - left.max(0)).unwrap_or(0)
     }
 
     fn abi_version(&mut self, module: &wasmtime::Module) -> Result<i32, Failure> {
@@ -555,17 +553,31 @@ impl Warm {
         unsafe { func.call_unchecked(&mut self.store, args) }.map_err(|e| classify(&e, self.limits))
     }
 
+    /// Calls hook `index` on `envelope`: the decoded reply and the fuel
+    /// spent, none when the call failed before the module ran.
     fn call<T>(
         &mut self,
         index: usize,
         export: &ModuleExport,
         envelope: &[u8],
         decode: impl FnOnce(&[u8]) -> Result<T, Failure>,
-    ) -> Result<T, Failure> {
-        let limits = self.limits;
-        self.budget
-            .set(&mut self.store, Val::I64(limits.full_budget()))
-            .map_err(|e| classify(&e, limits))?;
+    ) -> (Result<T, Failure>, u64) {
+        let (hook, len) = match self.prepare(index, export, envelope) {
+            Ok(prepared) => prepared,
+            Err(failure) => return (Err(failure), 0),
+        };
+        let result = self.enter(hook, len, envelope, decode);
+        (result, self.fuel_used())
+    }
+
+    /// The hook's function and the envelope's length, checked before the
+    /// module runs.
+    fn prepare(
+        &mut self,
+        index: usize,
+        export: &ModuleExport,
+        envelope: &[u8],
+    ) -> Result<(Func, u32), Failure> {
         let hook = match self.hooks[index] {
             Some(hook) => hook,
             None => *self.hooks[index].insert(func(&mut self.store, self.instance, export)?),
@@ -576,6 +588,19 @@ impl Warm {
                 format!("input of {} bytes is too large", envelope.len()),
             )
         })?;
+        Ok((hook, len))
+    }
+
+    /// `rulehost_alloc`, which starts the module on its full budget, the
+    /// envelope written, the hook and its reply decoded.
+    fn enter<T>(
+        &mut self,
+        hook: Func,
+        len: u32,
+        envelope: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let limits = self.limits;
         let mut alloc = [ValRaw::u32(len)];
         self.call_export(self.alloc, &mut alloc)?;
         let ptr = alloc[0].get_u32();
