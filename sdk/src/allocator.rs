@@ -119,7 +119,11 @@ impl Arena {
 unsafe impl GlobalAlloc for Arena {
     #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let start = (self.base() + self.next.get()).next_multiple_of(layout.align());
+        // A layout's alignment is a power of two: rounding up is a mask,
+        // where `next_multiple_of` would divide (`i32.rem_u`) on every
+        // allocation.
+        let mask = layout.align() - 1;
+        let start = (self.base() + self.next.get() + mask) & !mask;
         let end = start + layout.size();
         if end <= self.base() + ARENA_BYTES {
             self.next.set(end - self.base());
