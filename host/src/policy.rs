@@ -207,7 +207,7 @@ impl WarmPools {
             .filter_map(Weak::upgrade)
             .filter(|pool| !Arc::ptr_eq(pool, keep))
             .collect();
-        // Taken out under each pool's lock, dropped after it.
+        // Taken out of each pool, then dropped, with no lock held.
         let evicted: Vec<Box<Warm>> = pools.iter().flat_map(|pool| pool.drain()).collect();
         evicted.len()
     }
