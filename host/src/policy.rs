@@ -112,6 +112,10 @@ pub struct PolicySet {
 struct WarmPool {
     /// Null, or an instance from `Box::into_raw` that only the slot owns.
     slot: AtomicPtr<Warm>,
+    #[expect(
+        clippy::vec_box,
+        reason = "an instance moves between the slot and the list as the box it is"
+    )]
     rest: Mutex<Vec<Box<Warm>>>,
 }
 
@@ -154,6 +158,7 @@ impl WarmPool {
     }
 
     /// Takes out every idle instance.
+    #[expect(clippy::vec_box, reason = "the boxes as the pool holds them")]
     fn drain(&self) -> Vec<Box<Warm>> {
         let mut all =
             std::mem::take(&mut *self.rest.lock().unwrap_or_else(PoisonError::into_inner));
