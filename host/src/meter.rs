@@ -77,17 +77,9 @@ pub(crate) struct BudgetExhausted;
 /// [`EXHAUSTED_IMPORT`], or is not the valid module it should be.
 pub(crate) fn instrument(wasm: &[u8], budget: i64, resets_at: &str) -> Result<Vec<u8>, LoadError> {
     let shape = Shape::read(wasm, resets_at)?;
-    let defined = shape.params.len() as u32;
-    let reset = shape.reset.map(|function| Reset {
-        function,
-        ty: shape.types_of_defined[(function - shape.imported_funcs) as usize],
-        params: shape.params[(function - shape.imported_funcs) as usize],
-        // After the imports, `budget_exhausted` and the module's own.
-        index: shape.imported_funcs + 1 + defined,
-    });
     let mut metering = Metering {
         budget,
-        reset,
+        reset: shape.reset,
         resets_at: resets_at.to_owned(),
         global: shape.imported_globals + shape.defined_globals,
         exhausted: shape.imported_funcs,
@@ -116,10 +108,9 @@ struct Shape {
     /// order: its body's first scratch local comes after them and its
     /// declared locals.
     params: Vec<u32>,
-    /// The type of each function the module defines.
-    types_of_defined: Vec<u32>,
-    /// The function exported as `resets_at`, when the module defines it.
-    reset: Option<u32>,
+    /// The function to add in front of the export `resets_at`, when the
+    /// module defines that function.
+    reset: Option<Reset>,
     /// For each memory, imported ones first, whether it is 64-bit.
     memory64: Vec<bool>,
     /// The same for tables.
@@ -130,13 +121,16 @@ impl Shape {
     fn read(wasm: &[u8], resets_at: &str) -> Result<Self, LoadError> {
         let invalid = |e: wasmparser::BinaryReaderError| LoadError::Compile(e.to_string());
         let mut type_params: Vec<Option<u32>> = Vec::new();
+        // The type of each function the module defines, and the one
+        // exported as `resets_at`.
+        let mut defined_types: Vec<u32> = Vec::new();
+        let mut resets: Option<u32> = None;
         let mut shape = Shape {
             types: 0,
             imported_funcs: 0,
             imported_globals: 0,
             defined_globals: 0,
             params: Vec::new(),
-            types_of_defined: Vec::new(),
             reset: None,
             memory64: Vec::new(),
             table64: Vec::new(),
@@ -178,7 +172,7 @@ impl Shape {
                         shape.params.push(params.ok_or_else(|| {
                             LoadError::Compile(format!("type {ty} is not a function type"))
                         })?);
-                        shape.types_of_defined.push(ty);
+                        defined_types.push(ty);
                     }
                 }
                 Payload::MemorySection(memories) => {
@@ -199,7 +193,7 @@ impl Shape {
                             return Err(LoadError::ReservedExport(BUDGET_EXPORT));
                         }
                         if export.name == resets_at && export.kind == ExternalKind::Func {
-                            shape.reset = Some(export.index);
+                            resets = Some(export.index);
                         }
                     }
                 }
@@ -209,7 +203,14 @@ impl Shape {
         shape.types = type_params.len() as u32;
         // An imported function gets no reset: the host refuses a module
         // whose allocator is not its own.
-        shape.reset = shape.reset.filter(|&f| f >= shape.imported_funcs);
+        let defined = |function: u32| function.checked_sub(shape.imported_funcs);
+        shape.reset = resets.and_then(defined).map(|at| Reset {
+            function: shape.imported_funcs + at,
+            ty: defined_types[at as usize],
+            params: shape.params[at as usize],
+            // After the imports, `budget_exhausted` and the module's own.
+            index: shape.imported_funcs + 1 + shape.params.len() as u32,
+        });
         Ok(shape)
     }
 }

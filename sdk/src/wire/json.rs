@@ -1013,7 +1013,8 @@ impl<'o> Object<'o> {
 
     // This, `opt` and `write_kind_and_id` inlined: the host wrote the
     // bench's envelope in 80 ns instead of 100-140 (minimum of 301 rounds,
-    // alternately); a module writes none of them on its way.
+    // alternately); an `authorize` reply, which a module writes, uses none
+    // of them, and the module's code came out the same.
     #[inline]
     fn opt_str(&mut self, key: Key, value: Option<&str>) -> &mut Self {
         if let Some(value) = value {
